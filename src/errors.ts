@@ -1,0 +1,44 @@
+/**
+ * The one error class of mtls. Every failure a person or a program can trigger carries a stable
+ * `code` (listed below and in docs/errors.md) so callers can branch on it, and a one-line message
+ * the CLI prints as `mtls: <message>`. This file imports nothing, so every module (pki included)
+ * may use it.
+ */
+export const ERROR_CODES = {
+  E_USAGE: "bad command-line usage or option value",
+  E_BAD_INPUT: "malformed input (PEM, DER, name, duration, ...)",
+  E_BAD_CSR: "the certificate signing request is malformed, badly signed or asks for too much",
+  E_BAD_SAN: "a subject alternative name is not valid for its type",
+  E_WEAK_KEY: "the key is weaker than the policy allows or of an unsupported type",
+  E_PROFILE: "unknown profile or a request outside the profile",
+  E_TTL: "the requested lifetime is invalid or outlives the issuing CA",
+  E_EXISTS: "the target already exists (use --force to replace it)",
+  E_NOT_FOUND: "the named certificate, file or CA does not exist",
+  E_NO_CA: "no CA in the state directory (run `mtls init`)",
+  E_PASSPHRASE: "wrong or missing passphrase",
+  E_KEY_OFFLINE: "the key needed for this operation is kept offline",
+  E_REVOKED: "the certificate is revoked",
+  E_EXPIRED: "the certificate is expired or not yet valid",
+  E_UNTRUSTED: "the certificate does not chain to the trusted CA",
+  E_PURPOSE: "the certificate is not valid for the requested purpose",
+  E_NOT_AUTHORIZED: "the verified identity is not allowed",
+  E_AUDIT_TAMPERED: "the audit log's hash chain does not verify",
+  E_STORE: "the state database failed",
+  E_IO: "a file could not be read or written",
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class MtlsError extends Error {
+  override readonly name = "MtlsError";
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+export function isMtlsError(err: unknown, code?: ErrorCode): err is MtlsError {
+  return err instanceof MtlsError && (code === undefined || err.code === code);
+}
