@@ -1,0 +1,417 @@
+import type { KeyObject } from "node:crypto";
+import { readFileOrThrow, writeFileAtomic } from "../config/files.js";
+import type { StatePaths } from "../config/state.js";
+import { MtlsError } from "../errors.js";
+import { loadSoftwareSigner } from "../keys/index.js";
+import { buildCertificate, randomSerial } from "../pki/certificate.js";
+import { type CertInfo, certToPem, parseCertificate, parseCertificates } from "../pki/certinfo.js";
+import { buildCrl, type CrlEntry, crlToPem, parseCrls, type ReasonName } from "../pki/crl.js";
+import { generateKeyPair, type KeyType, keyTypeOf, publicKeyFromSpki, spkiOf } from "../pki/keys.js";
+import { buildName, formatSan, type San } from "../pki/names.js";
+import type { Signer } from "../pki/signer.js";
+import type { CertificateRecord, Store } from "../store/index.js";
+import {
+  DEFAULT_TTL_MS,
+  type LeafProfile,
+  leafExtensions,
+  validateLeafName,
+  warningsFor,
+} from "./profiles.js";
+
+export type Clock = () => Date;
+
+export interface IssueRequest {
+  profile: LeafProfile;
+  /** The name the certificate is filed under; also its CN unless `commonName` says otherwise. */
+  name: string;
+  commonName?: string;
+  sans: San[];
+  organizationalUnit?: string[];
+  /** Lifetime in ms; defaults per profile. Must not outlive the intermediate. */
+  ttlMs?: number;
+  /** Generate a key of this type (default ec-p256)... */
+  keyType?: KeyType;
+  /** ...or certify this public key (from a CSR). */
+  spki?: Uint8Array;
+  /** Who asked, for the audit log. */
+  actor: string;
+  /**
+   * Insert the record as `pending` with the paths the caller is about to write; the caller then calls
+   * confirmIssued() once the files are in place. Used for crash-safe file delivery (see deliver.ts).
+   */
+  pending?: { certPath: string; keyPath: string | null };
+}
+
+export interface Issued {
+  record: CertificateRecord;
+  certificate: CertInfo;
+  /** Leaf then intermediate, PEM. */
+  chainPem: string;
+  /** Present when the CA generated the key. */
+  privateKey?: KeyObject;
+  warnings: string[];
+}
+
+export interface CaSettings {
+  name: string;
+  publicUrl?: string | undefined;
+}
+
+/** Validity for CRLs the intermediate signs; they are also regenerated on every revocation. */
+export const CRL_VALIDITY_MS = 7 * 86_400_000;
+/** The root's CRL lives long: the root key may be offline. */
+export const ROOT_CRL_VALIDITY_MS = 365 * 86_400_000;
+/** notBefore is back-dated for clock skew between machines. */
+export const BACKDATE_MS = 60_000;
+
+/**
+ * The certificate authority: the root and intermediate certificates of one state directory, the
+ * intermediate's signer (decrypted on first use), and the store. Everything that changes state is
+ * recorded in the inventory and the hash-chained audit log in the same transaction.
+ */
+export class CertificateAuthority {
+  private signer: Signer | undefined;
+  private rootSigner: Signer | undefined;
+
+  constructor(
+    readonly paths: StatePaths,
+    readonly store: Store,
+    readonly root: CertInfo,
+    readonly intermediate: CertInfo,
+    readonly settings: CaSettings,
+    private readonly passphrase: () => string,
+    readonly clock: Clock = () => new Date(),
+  ) {}
+
+  static async open(
+    paths: StatePaths,
+    store: Store,
+    opts: { passphrase: () => string; clock?: Clock },
+  ): Promise<CertificateAuthority> {
+    const [root] = parseCertificates(readFileOrThrow(paths.rootCert, "root certificate"));
+    const [intermediate] = parseCertificates(
+      readFileOrThrow(paths.intermediateCert, "intermediate certificate"),
+    );
+    if (!root || !intermediate)
+      throw new MtlsError("E_NO_CA", `the CA certificates in ${paths.dir} are missing`);
+    const name = (await store.getSetting("ca.name")) ?? root.subject;
+    const publicUrl = await store.getSetting("ca.publicUrl");
+    return new CertificateAuthority(
+      paths,
+      store,
+      root,
+      intermediate,
+      { name, publicUrl },
+      opts.passphrase,
+      opts.clock,
+    );
+  }
+
+  /** The intermediate's signer; decrypting it needs the passphrase (E_PASSPHRASE when wrong). */
+  intermediateSigner(): Signer {
+    this.signer ??= loadSoftwareSigner(this.paths.intermediateKey, this.passphrase());
+    return this.signer;
+  }
+
+  /** The root's signer, from the state directory or an offline key file. */
+  rootSignerFrom(keyFile: string): Signer {
+    this.rootSigner ??= loadSoftwareSigner(keyFile, this.passphrase());
+    return this.rootSigner;
+  }
+
+  /** PEM of the intermediate, which every leaf file carries after the leaf. */
+  get intermediatePem(): string {
+    return certToPem(this.intermediate.der);
+  }
+
+  get rootPem(): string {
+    return certToPem(this.root.der);
+  }
+
+  async issue(req: IssueRequest): Promise<Issued> {
+    validateLeafName(req.name);
+    const now = this.clock();
+    const ttl = req.ttlMs ?? DEFAULT_TTL_MS[req.profile];
+    const notAfter = new Date(now.getTime() + ttl);
+    if (notAfter > this.intermediate.notAfter) {
+      throw new MtlsError(
+        "E_TTL",
+        `a lifetime of ${Math.ceil(ttl / 86_400_000)}d would outlive the intermediate CA (valid until ${this.intermediate.notAfter.toISOString()})`,
+      );
+    }
+    let privateKey: KeyObject | undefined;
+    let spki = req.spki;
+    let keyType: KeyType;
+    if (spki) {
+      keyType = keyTypeOf(publicKeyFromSpki(spki));
+    } else {
+      keyType = req.keyType ?? "ec-p256";
+      privateKey = generateKeyPair(keyType).privateKey;
+      spki = spkiOf(privateKey);
+    }
+    const signer = this.intermediateSigner();
+    const extensions = leafExtensions({
+      profile: req.profile,
+      spki,
+      keyType,
+      issuerSpki: this.intermediate.spki,
+      sans: req.sans,
+      publicUrl: this.settings.publicUrl,
+    });
+    const der = await buildCertificate(
+      {
+        serial: randomSerial(),
+        issuer: issuerNameDer(this.intermediate),
+        subject: buildName({
+          organization: this.settings.name,
+          organizationalUnit: req.organizationalUnit,
+          commonName: req.commonName ?? req.name,
+        }),
+        notBefore: new Date(now.getTime() - BACKDATE_MS),
+        notAfter,
+        spki,
+        extensions,
+      },
+      signer,
+    );
+    const certificate = parseCertificate(der);
+    const record = recordFor(certificate, {
+      name: req.name,
+      profile: req.profile,
+      issuerSerial: this.intermediate.serial,
+      status: req.pending ? "pending" : "valid",
+      certPath: req.pending?.certPath ?? null,
+      keyPath: req.pending?.keyPath ?? null,
+      now,
+    });
+    await this.store.transaction(async (tx) => {
+      await tx.insertCertificate(record);
+      if (!req.pending) await tx.appendAudit(issueEvent(record, req.actor, now));
+    });
+    return {
+      record,
+      certificate,
+      chainPem: certToPem(der) + this.intermediatePem,
+      ...(privateKey ? { privateKey } : {}),
+      warnings: warningsFor(req.profile, keyType),
+    };
+  }
+
+  /** Marks a pending certificate delivered: status valid, and the issue event in the audit log. */
+  async confirmIssued(serial: string, actor: string): Promise<void> {
+    const now = this.clock();
+    await this.store.transaction(async (tx) => {
+      const rec = await tx.getCertificate(serial);
+      if (rec?.status !== "pending") return;
+      await tx.updateCertificate(serial, { status: "valid" });
+      await tx.appendAudit(issueEvent({ ...rec, status: "valid" }, actor, now));
+    });
+  }
+
+  /** A pending certificate that was never delivered: kept for the record, never valid. */
+  async abortIssued(serial: string, actor: string, why: string): Promise<void> {
+    const now = this.clock();
+    await this.store.transaction(async (tx) => {
+      await tx.updateCertificate(serial, { status: "aborted" });
+      await tx.appendAudit({
+        at: now,
+        actor,
+        action: "cert.abort",
+        subject: serial,
+        details: { reason: why },
+      });
+    });
+  }
+
+  /**
+   * Revokes certificates and publishes fresh CRLs. Already revoked ones are left as they were
+   * (their first revocation time and reason stand).
+   */
+  async revoke(serials: string[], reason: ReasonName, actor: string): Promise<CertificateRecord[]> {
+    const now = this.clock();
+    const done: CertificateRecord[] = [];
+    await this.store.transaction(async (tx) => {
+      for (const serial of serials) {
+        const rec = await tx.getCertificate(serial);
+        if (!rec) throw new MtlsError("E_NOT_FOUND", `no certificate with serial ${serial}`);
+        if (rec.status === "revoked") continue;
+        if (rec.profile === "ca-root")
+          throw new MtlsError("E_USAGE", "the root cannot be revoked; retire the CA instead");
+        await tx.updateCertificate(serial, { status: "revoked", revokedAt: now, revocationReason: reason });
+        await tx.appendAudit({
+          at: now,
+          actor,
+          action: "cert.revoke",
+          subject: serial,
+          details: { name: rec.name, reason, subject: rec.subject },
+        });
+        done.push({ ...rec, status: "revoked", revokedAt: now, revocationReason: reason });
+      }
+    });
+    if (done.length) await this.publishCrls(actor);
+    return done;
+  }
+
+  /** Signs a fresh intermediate CRL (and the root CRL when the root key is at hand and it is due). */
+  async generateCrl(
+    issuer: CertInfo,
+    signer: Signer,
+    validityMs: number,
+    actor: string,
+  ): Promise<Uint8Array> {
+    const now = this.clock();
+    return this.store.transaction(async (tx) => {
+      const revoked = await tx.findCertificates({ status: "revoked", issuerSerial: issuer.serial });
+      // Entries of expired certificates may leave the CRL (RFC 5280 §3.3): they fail validation anyway.
+      const entries: CrlEntry[] = revoked
+        .filter((r) => r.notAfter > now)
+        .map((r) => ({
+          serial: r.serial,
+          revokedAt: r.revokedAt ?? now,
+          reason: r.revocationReason ?? "unspecified",
+        }));
+      const crlNumber = await tx.nextCounter(`crl:${issuer.serial}`);
+      const der = await buildCrl(
+        {
+          issuer: issuerNameDer(issuer),
+          issuerSpki: issuer.spki,
+          thisUpdate: now,
+          nextUpdate: new Date(now.getTime() + validityMs),
+          crlNumber,
+          entries,
+        },
+        signer,
+      );
+      await tx.appendAudit({
+        at: now,
+        actor,
+        action: "crl.generate",
+        subject: issuer.serial,
+        details: { crlNumber, entries: entries.length, issuer: issuer.subject },
+      });
+      return der;
+    });
+  }
+
+  /**
+   * Writes the CRL bundle (intermediate CRL then root CRL, PEM) into the state directory and returns
+   * it. The root CRL is re-signed when the root key is available and half its life is gone;
+   * otherwise the stored one is used as long as it is current.
+   */
+  async publishCrls(
+    actor: string,
+    opts: { rootKeyFile?: string } = {},
+  ): Promise<{ intermediate: Uint8Array; root: Uint8Array; pem: string }> {
+    const intermediate = await this.generateCrl(
+      this.intermediate,
+      this.intermediateSigner(),
+      CRL_VALIDITY_MS,
+      actor,
+    );
+    const root = await this.currentRootCrl(actor, opts.rootKeyFile);
+    const pem = crlToPem(intermediate) + crlToPem(root);
+    writeFileAtomic(this.paths.crl, pem, { overwrite: true });
+    return { intermediate, root, pem };
+  }
+
+  private async currentRootCrl(actor: string, rootKeyFile?: string): Promise<Uint8Array> {
+    const now = this.clock();
+    let stored: Uint8Array | undefined;
+    try {
+      stored = parseCrls(readFileOrThrow(this.paths.rootCrl, "root CRL"))[0]?.der;
+    } catch {
+      stored = undefined;
+    }
+    const info = stored ? parseCrls(stored)[0] : undefined;
+    const halfLife = info?.nextUpdate
+      ? info.thisUpdate.getTime() + (info.nextUpdate.getTime() - info.thisUpdate.getTime()) / 2
+      : 0;
+    const keyFile = rootKeyFile ?? this.paths.rootKey;
+    const keyAvailable = rootKeyFile !== undefined || (await fileExists(this.paths.rootKey));
+    if (stored && now.getTime() < halfLife && !rootKeyFile) return stored;
+    if (!keyAvailable) {
+      if (stored && info?.nextUpdate && info.nextUpdate > now) return stored;
+      throw new MtlsError(
+        "E_KEY_OFFLINE",
+        "the root CRL has expired and the root key is offline: run `mtls crl --root-key FILE` with the offline key",
+      );
+    }
+    const der = await this.generateCrl(this.root, this.rootSignerFrom(keyFile), ROOT_CRL_VALIDITY_MS, actor);
+    writeFileAtomic(this.paths.rootCrl, crlToPem(der), { overwrite: true });
+    return der;
+  }
+
+  /** Certificates a person can name: hex serial (colons allowed), or a name. */
+  async resolve(selector: string, opts: { includeRevoked?: boolean } = {}): Promise<CertificateRecord[]> {
+    const hex = selector.replace(/:/g, "").toLowerCase();
+    if (/^[0-9a-f]{2,40}$/.test(hex)) {
+      const bySerial = await this.store.getCertificate(hex);
+      if (bySerial) return [bySerial];
+    }
+    const status: CertificateRecord["status"][] = opts.includeRevoked ? ["valid", "revoked"] : ["valid"];
+    const byName = await this.store.findCertificates({ name: selector, status });
+    return byName.filter((r) => r.profile !== "ca-root" && r.profile !== "ca-intermediate");
+  }
+}
+
+/** The issuing certificate's subject, which becomes the issuer name of what it signs. */
+export const issuerNameDer = (issuer: CertInfo): Uint8Array => issuer.subjectDer;
+
+async function fileExists(path: string): Promise<boolean> {
+  const { access } = await import("node:fs/promises");
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+export function recordFor(
+  cert: CertInfo,
+  meta: {
+    name: string;
+    profile: CertificateRecord["profile"];
+    issuerSerial: string | null;
+    status: CertificateRecord["status"];
+    certPath?: string | null;
+    keyPath?: string | null;
+    now: Date;
+  },
+): CertificateRecord {
+  return {
+    serial: cert.serial,
+    name: meta.name,
+    profile: meta.profile,
+    subject: cert.subject,
+    sans: cert.sans.map(formatSan),
+    keyType: cert.keyType,
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    status: meta.status,
+    revokedAt: null,
+    revocationReason: null,
+    fingerprint: cert.fingerprint,
+    issuerSerial: meta.issuerSerial,
+    pem: certToPem(cert.der),
+    certPath: meta.certPath ?? null,
+    keyPath: meta.keyPath ?? null,
+    createdAt: meta.now,
+  };
+}
+
+function issueEvent(rec: CertificateRecord, actor: string, at: Date) {
+  return {
+    at,
+    actor,
+    action: "cert.issue",
+    subject: rec.serial,
+    details: {
+      name: rec.name,
+      profile: rec.profile,
+      subject: rec.subject,
+      sans: rec.sans,
+      keyType: rec.keyType,
+      notAfter: rec.notAfter.toISOString(),
+      fingerprint: rec.fingerprint,
+    },
+  };
+}

@@ -1,0 +1,153 @@
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { commitFile, stageFile, writeFileAtomic } from "../config/files.js";
+import { MtlsError } from "../errors.js";
+import { parseCertificates } from "../pki/certinfo.js";
+import { pkcs8Of, privateKeyFromPem, spkiOf } from "../pki/keys.js";
+import { pemEncode, toBuffer } from "../pki/pem.js";
+import { buildPkcs12 } from "../pki/pkcs12.js";
+import type { CertificateAuthority, Issued, IssueRequest } from "./authority.js";
+
+export interface DeliverOptions {
+  outDir: string;
+  /** Write the certificate to this file instead of OUTDIR/NAME.crt (ca.crt goes beside it). */
+  certFile?: string;
+  /** Replace existing files. */
+  force?: boolean;
+  /** Also write NAME.p12 with this password. */
+  p12?: { password: string; legacy?: boolean };
+  /**
+   * Called between the steps, for crash tests: "pending" (row inserted, no file yet), "cert" (the
+   * certificate is in place), "key" (the key too), "files" (all files, not yet confirmed).
+   */
+  onStep?: (step: "pending" | "cert" | "key" | "files") => void;
+}
+
+export interface Delivered {
+  issued: Issued;
+  files: { cert: string; key?: string; p12?: string; ca: string };
+}
+
+/**
+ * Issues a certificate and writes NAME.crt (leaf + intermediate), NAME.key (0600, when the CA made
+ * the key), NAME.p12 and ca.crt into `outDir`, so that no crash leaves a key without its
+ * certificate or a certificate missing from the inventory:
+ *   1. the record goes into the store as `pending`, with the paths about to be written;
+ *   2. the files are staged (temp + fsync) and renamed into place, certificate first;
+ *   3. the record becomes `valid` and the issue event is appended to the audit log.
+ * A crash between 1 and 3 is repaired by recoverPending() on the next start.
+ */
+export async function issueToFiles(
+  ca: CertificateAuthority,
+  req: Omit<IssueRequest, "pending">,
+  opts: DeliverOptions,
+): Promise<Delivered> {
+  const dir = opts.certFile ? dirname(resolve(opts.certFile)) : resolve(opts.outDir);
+  const files = {
+    cert: opts.certFile ? resolve(opts.certFile) : join(dir, `${req.name}.crt`),
+    key: req.spki ? undefined : join(dir, `${req.name}.key`),
+    p12: opts.p12 ? join(dir, `${req.name}.p12`) : undefined,
+    ca: join(dir, "ca.crt"),
+  };
+  const targets = [files.cert, files.key, files.p12].filter((f): f is string => f !== undefined);
+  if (!opts.force) {
+    for (const f of targets) {
+      if (existsSync(f)) throw new MtlsError("E_EXISTS", `${f} already exists (use --force to replace it)`);
+    }
+  }
+  if (opts.p12 && req.spki)
+    throw new MtlsError("E_USAGE", "a PKCS#12 needs the private key, which a CSR does not give");
+  const caPem = ca.rootPem;
+  if (existsSync(files.ca) && readFileSync(files.ca, "utf8") !== caPem && !opts.force) {
+    throw new MtlsError("E_EXISTS", `${files.ca} holds another CA's certificate (use --force to replace it)`);
+  }
+
+  const issued = await ca.issue({ ...req, pending: { certPath: files.cert, keyPath: files.key ?? null } });
+  opts.onStep?.("pending");
+  const written: string[] = [];
+  const staged: string[] = [];
+  try {
+    const plan: [string, string | Uint8Array, number][] = [[files.cert, issued.chainPem, 0o644]];
+    if (files.key && issued.privateKey) {
+      plan.push([files.key, pemEncode("PRIVATE KEY", pkcs8Of(issued.privateKey)), 0o600]);
+    }
+    if (files.p12 && opts.p12 && issued.privateKey) {
+      const p12 = buildPkcs12({
+        privateKey: pkcs8Of(issued.privateKey),
+        certificates: [issued.certificate.der, ca.intermediate.der],
+        friendlyName: req.name,
+        password: opts.p12.password,
+        legacy: opts.p12.legacy ?? false,
+      });
+      plan.push([files.p12, p12, 0o600]);
+    }
+    const tmps = plan.map(([target, data, mode]) => stageFile(target, data, mode));
+    staged.push(...tmps);
+    plan.forEach(([target], i) => {
+      commitFile(tmps[i] as string, target, opts.force ?? false);
+      written.push(target);
+      if (target === files.cert) opts.onStep?.("cert");
+      if (target === files.key) opts.onStep?.("key");
+    });
+    opts.onStep?.("files");
+    await ca.confirmIssued(issued.record.serial, req.actor);
+  } catch (err) {
+    for (const f of [...staged, ...written]) rmSync(f, { force: true });
+    await ca.abortIssued(issued.record.serial, req.actor, (err as Error).message).catch(() => undefined);
+    throw err;
+  }
+  writeFileAtomic(files.ca, caPem, { overwrite: true });
+  return {
+    issued,
+    files: {
+      cert: files.cert,
+      ca: files.ca,
+      ...(files.key ? { key: files.key } : {}),
+      ...(files.p12 ? { p12: files.p12 } : {}),
+    },
+  };
+}
+
+/**
+ * Finishes or undoes deliveries a crash interrupted. A pending certificate whose files are all in
+ * place (the certificate file holds this very certificate, the key file its key) is confirmed;
+ * otherwise the files it left are removed (only if they are its own) and the record is aborted.
+ */
+export async function recoverPending(
+  ca: CertificateAuthority,
+): Promise<{ confirmed: string[]; aborted: string[] }> {
+  const confirmed: string[] = [];
+  const aborted: string[] = [];
+  for (const rec of await ca.store.findCertificates({ status: "pending" })) {
+    const certOk = rec.certPath !== null && fileHoldsCert(rec.certPath, rec.fingerprint);
+    const keyOk = rec.keyPath === null || (certOk && fileHoldsKeyOf(rec.keyPath, rec.pem));
+    if (certOk && keyOk) {
+      await ca.confirmIssued(rec.serial, "system:recovery");
+      confirmed.push(rec.serial);
+      continue;
+    }
+    if (rec.certPath && fileHoldsCert(rec.certPath, rec.fingerprint)) rmSync(rec.certPath, { force: true });
+    if (rec.keyPath && fileHoldsKeyOf(rec.keyPath, rec.pem)) rmSync(rec.keyPath, { force: true });
+    await ca.abortIssued(rec.serial, "system:recovery", "interrupted before its files were written");
+    aborted.push(rec.serial);
+  }
+  return { confirmed, aborted };
+}
+
+function fileHoldsCert(path: string, fingerprint: string): boolean {
+  try {
+    return parseCertificates(readFileSync(path))[0]?.fingerprint === fingerprint;
+  } catch {
+    return false;
+  }
+}
+
+function fileHoldsKeyOf(path: string, certPem: string): boolean {
+  try {
+    const key = privateKeyFromPem(readFileSync(path, "utf8"));
+    const cert = parseCertificates(certPem)[0];
+    return cert !== undefined && toBuffer(spkiOf(key)).equals(toBuffer(cert.spki));
+  } catch {
+    return false;
+  }
+}

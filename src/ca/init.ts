@@ -1,0 +1,242 @@
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { commitFile, stageFile } from "../config/files.js";
+import { hasCa, type StatePaths, statePaths } from "../config/state.js";
+import { MtlsError } from "../errors.js";
+import { saveEncryptedKey } from "../keys/index.js";
+import { buildCertificate, randomSerial } from "../pki/certificate.js";
+import { type CertInfo, certToPem, parseCertificate } from "../pki/certinfo.js";
+import { buildCrl, crlToPem } from "../pki/crl.js";
+import * as ext from "../pki/extensions.js";
+import { generateKeyPair, type KeyType } from "../pki/keys.js";
+import { buildName } from "../pki/names.js";
+import { keyObjectSigner } from "../pki/signer.js";
+import { openSqliteStore } from "../store/index.js";
+import { BACKDATE_MS, type Clock, ROOT_CRL_VALIDITY_MS } from "./authority.js";
+import { caUrls } from "./profiles.js";
+
+export interface InitOptions {
+  paths: StatePaths;
+  /** Organization name, e.g. "Acme Corp": the O of every certificate and the CN stem of the CA's. */
+  name: string;
+  keyType?: KeyType;
+  publicUrl?: string;
+  /**
+   * Encrypts the CA keys. When absent, a random one is generated into STATE/passphrase (0600),
+   * moved into place together with the new CA.
+   */
+  passphrase?: string;
+  /** Write the root key here (encrypted) instead of into the state directory: an offline root. */
+  rootKeyOut?: string;
+  /** Replace an existing CA; the old one is moved to STATE/backup-<time>/, never deleted. */
+  force?: boolean;
+  rootTtlMs?: number;
+  intermediateTtlMs?: number;
+  actor: string;
+  clock?: Clock;
+}
+
+export interface InitResult {
+  root: CertInfo;
+  intermediate: CertInfo;
+  /** Where an existing CA was moved, when --force replaced one. */
+  backup?: string;
+  /** Set when the passphrase was generated into this file. */
+  generatedPassphraseFile?: string;
+}
+
+const YEAR = 365 * 86_400_000;
+
+/**
+ * Creates the root and the intermediate CA. Everything is first built in a staging folder inside the
+ * state directory and moved into place at the end, so a crash leaves either no CA or a whole one.
+ */
+export async function initCa(opts: InitOptions): Promise<InitResult> {
+  const { paths } = opts;
+  const clock = opts.clock ?? (() => new Date());
+  const now = clock();
+  if (opts.publicUrl && !/^https?:\/\/[^\s/]+/.test(opts.publicUrl)) {
+    throw new MtlsError(
+      "E_USAGE",
+      `invalid --public-url "${opts.publicUrl}" (expected http(s)://host[:port][/path])`,
+    );
+  }
+  if (hasCa(paths) && !opts.force) {
+    throw new MtlsError(
+      "E_EXISTS",
+      `a CA already exists in ${paths.dir} (use --force to replace it; the old one is kept as a backup)`,
+    );
+  }
+  if (opts.rootKeyOut && existsSync(opts.rootKeyOut) && !opts.force) {
+    throw new MtlsError("E_EXISTS", `${opts.rootKeyOut} already exists (use --force to replace it)`);
+  }
+  const keyType = opts.keyType ?? "ec-p256";
+  const rootTtl = opts.rootTtlMs ?? 10 * YEAR;
+  const intermediateTtl = opts.intermediateTtlMs ?? 5 * YEAR;
+  if (intermediateTtl > rootTtl) throw new MtlsError("E_TTL", "the intermediate cannot outlive the root");
+
+  const passphrase = opts.passphrase ?? randomBytes(32).toString("base64url");
+  const rootKey = generateKeyPair(keyType).privateKey;
+  const rootSigner = keyObjectSigner(rootKey);
+  const rootName = buildName({ organization: opts.name, commonName: `${opts.name} Root CA` });
+  const notBefore = new Date(now.getTime() - BACKDATE_MS);
+  const rootDer = await buildCertificate(
+    {
+      serial: randomSerial(),
+      issuer: rootName,
+      subject: rootName,
+      notBefore,
+      notAfter: new Date(now.getTime() + rootTtl),
+      spki: rootSigner.spki,
+      extensions: [
+        ext.basicConstraints(true),
+        ext.keyUsage(ext.KEY_USAGE.keyCertSign | ext.KEY_USAGE.cRLSign),
+        ext.subjectKeyIdentifier(rootSigner.spki),
+      ],
+    },
+    rootSigner,
+  );
+  const root = parseCertificate(rootDer);
+
+  const intKey = generateKeyPair(keyType).privateKey;
+  const intSigner = keyObjectSigner(intKey);
+  const intExtensions = [
+    ext.basicConstraints(true, 0),
+    ext.keyUsage(ext.KEY_USAGE.keyCertSign | ext.KEY_USAGE.cRLSign),
+    ext.subjectKeyIdentifier(intSigner.spki),
+    ext.authorityKeyIdentifier(root.spki),
+  ];
+  if (opts.publicUrl) {
+    const urls = caUrls(opts.publicUrl);
+    intExtensions.push(
+      ext.crlDistributionPoints([urls.rootCrl]),
+      ext.authorityInfoAccess([], [urls.rootCert]),
+    );
+  }
+  const intDer = await buildCertificate(
+    {
+      serial: randomSerial(),
+      issuer: root.subjectDer,
+      subject: buildName({ organization: opts.name, commonName: `${opts.name} Intermediate CA` }),
+      notBefore,
+      notAfter: new Date(now.getTime() + intermediateTtl),
+      spki: intSigner.spki,
+      extensions: intExtensions,
+    },
+    rootSigner,
+  );
+  const intermediate = parseCertificate(intDer);
+  const rootCrl = await buildCrl(
+    {
+      issuer: root.subjectDer,
+      issuerSpki: root.spki,
+      thisUpdate: now,
+      nextUpdate: new Date(now.getTime() + ROOT_CRL_VALIDITY_MS),
+      crlNumber: 1,
+      entries: [],
+    },
+    rootSigner,
+  );
+
+  // Stage: a folder with its own ca/ and database, laid out like the real state directory.
+  mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+  const stagingDir = join(paths.dir, `.init-${process.pid}-${now.getTime()}`);
+  const staged = statePaths(stagingDir);
+  mkdirSync(join(stagingDir, "ca"), { recursive: true, mode: 0o700 });
+  let backup: string | undefined;
+  try {
+    writeStaged(staged.rootCert, certToPem(rootDer));
+    writeStaged(staged.intermediateCert, certToPem(intDer));
+    writeStaged(staged.rootCrl, crlToPem(rootCrl));
+    saveEncryptedKey(staged.intermediateKey, intKey, passphrase);
+    if (!opts.rootKeyOut) saveEncryptedKey(staged.rootKey, rootKey, passphrase);
+    if (!opts.passphrase)
+      commitFile(stageFile(staged.passphrase, `${passphrase}\n`, 0o600), staged.passphrase);
+
+    const store = await openSqliteStore(staged.database);
+    try {
+      await store.transaction(async (tx) => {
+        await tx.setSetting("ca.name", opts.name);
+        if (opts.publicUrl) await tx.setSetting("ca.publicUrl", opts.publicUrl);
+        await tx.setSetting("ca.rootKeyOffline", opts.rootKeyOut ? "true" : "false");
+        // CRL number 1 went into the root CRL above.
+        await tx.nextCounter(`crl:${root.serial}`);
+        for (const [cert, profile, name, issuerSerial] of [
+          [root, "ca-root", "root", null],
+          [intermediate, "ca-intermediate", "intermediate", root.serial],
+        ] as const) {
+          await tx.insertCertificate({
+            serial: cert.serial,
+            name,
+            profile,
+            subject: cert.subject,
+            sans: [],
+            keyType: cert.keyType,
+            notBefore: cert.notBefore,
+            notAfter: cert.notAfter,
+            status: "valid",
+            revokedAt: null,
+            revocationReason: null,
+            fingerprint: cert.fingerprint,
+            issuerSerial,
+            pem: certToPem(cert.der),
+            certPath: null,
+            keyPath: null,
+            createdAt: now,
+          });
+        }
+        await tx.appendAudit({
+          at: now,
+          actor: opts.actor,
+          action: "ca.init",
+          subject: intermediate.serial,
+          details: {
+            name: opts.name,
+            keyType,
+            root: {
+              serial: root.serial,
+              fingerprint: root.fingerprint,
+              notAfter: root.notAfter.toISOString(),
+            },
+            intermediate: {
+              serial: intermediate.serial,
+              fingerprint: intermediate.fingerprint,
+              notAfter: intermediate.notAfter.toISOString(),
+            },
+            rootKeyOffline: Boolean(opts.rootKeyOut),
+            publicUrl: opts.publicUrl ?? null,
+          },
+        });
+      });
+    } finally {
+      await store.close();
+    }
+    if (opts.rootKeyOut) saveEncryptedKey(opts.rootKeyOut, rootKey, passphrase, opts.force);
+
+    // Move any old CA aside, then the new one in: ca/ first, the database last (hasCa needs both).
+    const oldCa = join(paths.dir, "ca");
+    if (existsSync(oldCa) || existsSync(paths.database)) {
+      backup = join(paths.dir, `backup-${now.toISOString().replace(/[:.]/g, "-")}`);
+      mkdirSync(backup, { mode: 0o700 });
+      for (const name of ["ca", "mtls.db", "mtls.db-wal", "mtls.db-shm", "passphrase"]) {
+        if (existsSync(join(paths.dir, name))) renameSync(join(paths.dir, name), join(backup, name));
+      }
+    }
+    renameSync(join(stagingDir, "ca"), oldCa);
+    if (!opts.passphrase) renameSync(staged.passphrase, paths.passphrase);
+    renameSync(staged.database, paths.database);
+  } finally {
+    rmSync(stagingDir, { recursive: true, force: true });
+  }
+  return {
+    root,
+    intermediate,
+    ...(backup ? { backup } : {}),
+    ...(opts.passphrase ? {} : { generatedPassphraseFile: paths.passphrase }),
+  };
+}
+
+function writeStaged(path: string, content: string): void {
+  commitFile(stageFile(path, content), path);
+}

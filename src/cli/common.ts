@@ -1,0 +1,56 @@
+import { resolve } from "node:path";
+import type { Command } from "commander";
+import { readFileOrThrow } from "../config/files.js";
+import { resolveStateDir, type StatePaths, statePaths } from "../config/state.js";
+import { MtlsError } from "../errors.js";
+
+/** Options every command accepts. */
+export interface StateOpts {
+  state?: string;
+  passphraseFile?: string;
+}
+
+export function addStateOption(cmd: Command): Command {
+  return cmd.option("--state <dir>", "state directory (default $MTLS_STATE or ./.mtls)");
+}
+
+export function addPassphraseOption(cmd: Command): Command {
+  return cmd.option("--passphrase-file <file>", "file holding the CA key passphrase (else $MTLS_PASSPHRASE)");
+}
+
+export function pathsFrom(opts: StateOpts): StatePaths {
+  return statePaths(resolveStateDir(opts.state));
+}
+
+/** Collects a repeatable option into an array. */
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+/** What the CLI writes: results to stdout, notes and warnings to stderr. */
+export const out = (text: string): void => {
+  process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+};
+export const note = (text: string): void => {
+  process.stderr.write(`${text}\n`);
+};
+
+export function readSecretFile(path: string, what: string): string {
+  const value = readFileOrThrow(resolve(path), what)
+    .toString("utf8")
+    .replace(/\r?\n$/, "");
+  if (!value) throw new MtlsError("E_USAGE", `${what} ${path} is empty`);
+  return value;
+}
+
+/** Who is acting, for the audit log. */
+export function cliActor(): string {
+  return `cli:${process.env.USER ?? process.env.LOGNAME ?? `uid-${process.getuid?.() ?? "?"}`}`;
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  return rows
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  "))
+    .join("\n");
+}
+
+export const isoDay = (d: Date): string => d.toISOString().replace(/\.\d{3}Z$/, "Z");

@@ -1,0 +1,1 @@
+export { loadEncryptedKey, loadSoftwareSigner, saveEncryptedKey } from "./software.js";
