@@ -1,0 +1,156 @@
+import type { Kysely } from "kysely";
+import { MtlsError } from "../errors.js";
+import { canonicalJson, computeAuditHash, GENESIS_HASH, type HashedAuditEvent } from "./audit-chain.js";
+import { type CertificatePatch, certificateToRow, patchToRow, rowToCertificate, toIso } from "./rows.js";
+import type { Database } from "./schema.js";
+import { guard } from "./store-error.js";
+import type { AuditEvent, AuditEventInput, CertificateFilter, CertificateRecord, StoreTx } from "./types.js";
+
+const asList = <T>(value: T | T[] | undefined): T[] | undefined =>
+  value === undefined ? undefined : Array.isArray(value) ? value : [value];
+
+/**
+ * The Store's queries, over a Kysely handle that is either a transaction or (for single statements)
+ * the database itself. Portable SQL only: what runs here runs on SQLite and PostgreSQL alike.
+ * `appendAudit` reads and then writes, so it must be called on a transaction (KyselyStore does).
+ */
+export class KyselyStoreTx implements StoreTx {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  insertCertificate(rec: CertificateRecord): Promise<void> {
+    return guard(`could not insert certificate ${rec.serial}`, async () => {
+      await this.db.insertInto("certificates").values(certificateToRow(rec)).execute();
+    });
+  }
+
+  updateCertificate(serial: string, patch: CertificatePatch): Promise<void> {
+    return guard(`could not update certificate ${serial}`, async () => {
+      const row = patchToRow(patch);
+      const found =
+        Object.keys(row).length === 0
+          ? (await this.getCertificate(serial)) !== undefined
+          : (
+              await this.db
+                .updateTable("certificates")
+                .set(row)
+                .where("serial", "=", serial)
+                .executeTakeFirst()
+            ).numUpdatedRows > 0n;
+      if (!found) throw new MtlsError("E_NOT_FOUND", `no certificate with serial ${serial}`);
+    });
+  }
+
+  getCertificate(serial: string): Promise<CertificateRecord | undefined> {
+    return guard(`could not read certificate ${serial}`, async () => {
+      const row = await this.db
+        .selectFrom("certificates")
+        .selectAll()
+        .where("serial", "=", serial)
+        .executeTakeFirst();
+      return row === undefined ? undefined : rowToCertificate(row);
+    });
+  }
+
+  /** Matching certificates, oldest first (createdAt, then serial). An empty array filter matches nothing. */
+  findCertificates(filter: CertificateFilter = {}): Promise<CertificateRecord[]> {
+    return guard("could not search certificates", async () => {
+      const statuses = asList(filter.status);
+      const profiles = asList(filter.profile);
+      if (statuses?.length === 0 || profiles?.length === 0) return [];
+      let query = this.db.selectFrom("certificates").selectAll();
+      if (filter.name !== undefined) query = query.where("name", "=", filter.name);
+      if (statuses !== undefined) query = query.where("status", "in", statuses);
+      if (profiles !== undefined) query = query.where("profile", "in", profiles);
+      if (filter.expiringBefore !== undefined) {
+        query = query.where("not_after", "<=", toIso(filter.expiringBefore, "expiringBefore"));
+      }
+      if (filter.issuerSerial !== undefined) query = query.where("issuer_serial", "=", filter.issuerSerial);
+      const rows = await query.orderBy("created_at").orderBy("serial").execute();
+      return rows.map(rowToCertificate);
+    });
+  }
+
+  /**
+   * Links the event to the newest one. Reading the last hash and inserting happen in the caller's
+   * transaction; on SQLite that transaction began with BEGIN IMMEDIATE, so it already holds the
+   * write lock and appends from any process queue up. Whatever the dialect, `seq` is the primary
+   * key, so two appends that read the same last event cannot both commit: the chain never forks.
+   * PostgreSQL: a SERIALIZABLE snapshot is frozen at the transaction's first SELECT or write, and
+   * a lock taken later does not refresh it, so concurrent appends would fail on the key (or with
+   * 40001) instead of waiting. Its store should therefore open each transaction with
+   * `LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE` (LOCK takes no snapshot): writers then
+   * queue, as BEGIN IMMEDIATE makes them do on SQLite.
+   */
+  appendAudit(input: AuditEventInput): Promise<AuditEvent> {
+    return guard("could not append to the audit log", async () => {
+      const at = toIso(input.at, "at");
+      const detailsJson = canonicalJson(input.details ?? {});
+      const last = await this.db
+        .selectFrom("audit_events")
+        .select(["seq", "hash"])
+        .orderBy("seq", "desc")
+        .limit(1)
+        .executeTakeFirst();
+      const event: HashedAuditEvent = {
+        seq: last === undefined ? 1 : Number(last.seq) + 1,
+        at: new Date(at),
+        actor: input.actor,
+        action: input.action,
+        subject: input.subject ?? null,
+        details: JSON.parse(detailsJson) as Record<string, unknown>,
+      };
+      const prevHash = last?.hash ?? GENESIS_HASH;
+      const hash = computeAuditHash(prevHash, event);
+      await this.db
+        .insertInto("audit_events")
+        .values({
+          seq: event.seq,
+          at,
+          actor: event.actor,
+          action: event.action,
+          subject: event.subject,
+          details: detailsJson,
+          prev_hash: prevHash,
+          hash,
+        })
+        .execute();
+      return { ...event, prevHash, hash };
+    });
+  }
+
+  /** One atomic UPSERT ... RETURNING (SQLite >= 3.35, PostgreSQL >= 9.5). */
+  nextCounter(name: string): Promise<number> {
+    return guard(`could not advance counter ${name}`, async () => {
+      const row = await this.db
+        .insertInto("counters")
+        .values({ name, value: 1 })
+        .onConflict((oc) =>
+          oc.column("name").doUpdateSet((eb) => ({ value: eb(eb.ref("counters.value"), "+", 1) })),
+        )
+        .returning("value")
+        .executeTakeFirstOrThrow();
+      return Number(row.value);
+    });
+  }
+
+  getSetting(key: string): Promise<string | undefined> {
+    return guard(`could not read setting ${key}`, async () => {
+      const row = await this.db
+        .selectFrom("settings")
+        .select("value")
+        .where("key", "=", key)
+        .executeTakeFirst();
+      return row?.value;
+    });
+  }
+
+  setSetting(key: string, value: string): Promise<void> {
+    return guard(`could not write setting ${key}`, async () => {
+      await this.db
+        .insertInto("settings")
+        .values({ key, value })
+        .onConflict((oc) => oc.column("key").doUpdateSet((eb) => ({ value: eb.ref("excluded.value") })))
+        .execute();
+    });
+  }
+}

@@ -1,0 +1,87 @@
+import { type Kysely, type Migration, type MigrationProvider, Migrator } from "kysely";
+import { MtlsError } from "../errors.js";
+
+/**
+ * The schema's history, in code (nothing is read from disk at run time) and written only with
+ * Kysely's schema builder and portable types (text, integer), so the same migrations create the
+ * same tables on SQLite and PostgreSQL. Never edit a released migration: add the next one.
+ */
+const migrations: Record<string, Migration> = {
+  "0001_initial": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable("certificates")
+        .addColumn("serial", "text", (c) => c.primaryKey())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("profile", "text", (c) => c.notNull())
+        .addColumn("subject", "text", (c) => c.notNull())
+        .addColumn("sans", "text", (c) => c.notNull())
+        .addColumn("key_type", "text", (c) => c.notNull())
+        .addColumn("not_before", "text", (c) => c.notNull())
+        .addColumn("not_after", "text", (c) => c.notNull())
+        .addColumn("status", "text", (c) => c.notNull())
+        .addColumn("revoked_at", "text")
+        .addColumn("revocation_reason", "text")
+        .addColumn("fingerprint", "text", (c) => c.notNull())
+        .addColumn("issuer_serial", "text")
+        .addColumn("pem", "text", (c) => c.notNull())
+        .addColumn("cert_path", "text")
+        .addColumn("key_path", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      const index = (name: string, column: string) =>
+        db.schema.createIndex(name).on("certificates").column(column);
+      await index("certificates_name_idx", "name").execute();
+      await index("certificates_status_idx", "status").execute();
+      await index("certificates_not_after_idx", "not_after").execute();
+      await index("certificates_fingerprint_idx", "fingerprint").unique().execute();
+      await index("certificates_issuer_serial_idx", "issuer_serial").execute();
+
+      await db.schema
+        .createTable("audit_events")
+        .addColumn("seq", "integer", (c) => c.primaryKey())
+        .addColumn("at", "text", (c) => c.notNull())
+        .addColumn("actor", "text", (c) => c.notNull())
+        .addColumn("action", "text", (c) => c.notNull())
+        .addColumn("subject", "text")
+        .addColumn("details", "text", (c) => c.notNull())
+        .addColumn("prev_hash", "text", (c) => c.notNull())
+        .addColumn("hash", "text", (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable("counters")
+        .addColumn("name", "text", (c) => c.primaryKey())
+        .addColumn("value", "integer", (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable("settings")
+        .addColumn("key", "text", (c) => c.primaryKey())
+        .addColumn("value", "text", (c) => c.notNull())
+        .execute();
+    },
+  },
+};
+
+export const migrationProvider: MigrationProvider = {
+  getMigrations: async () => migrations,
+};
+
+/** Brings the schema up to date; throws MtlsError E_STORE naming the migration that failed. */
+export async function migrateToLatest<DB>(db: Kysely<DB>): Promise<void> {
+  const migrator = new Migrator({
+    db,
+    provider: migrationProvider,
+    migrationTableName: "mtls_migration",
+    migrationLockTableName: "mtls_migration_lock",
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === "Error")?.migrationName;
+    const what = failed ? `migration ${failed} failed` : "could not migrate the database";
+    throw new MtlsError("E_STORE", `${what}: ${error instanceof Error ? error.message : String(error)}`, {
+      cause: error,
+    });
+  }
+}
