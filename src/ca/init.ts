@@ -13,7 +13,7 @@ import { generateKeyPair, type KeyType } from "../pki/keys.js";
 import { buildName } from "../pki/names.js";
 import { keyObjectSigner } from "../pki/signer.js";
 import { openSqliteStore } from "../store/index.js";
-import { BACKDATE_MS, type Clock, ROOT_CRL_VALIDITY_MS } from "./authority.js";
+import { BACKDATE_MS, type Clock, CRL_VALIDITY_MS, ROOT_CRL_VALIDITY_MS } from "./authority.js";
 import { caUrls } from "./profiles.js";
 
 export interface InitOptions {
@@ -138,6 +138,19 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
     },
     rootSigner,
   );
+  // The intermediate publishes its first (empty) CRL at once, so relying parties that demand a CRL
+  // at every level (OpenSSL with crl_check_all, nginx ssl_crl) accept the chain from day one.
+  const intCrl = await buildCrl(
+    {
+      issuer: intermediate.subjectDer,
+      issuerSpki: intermediate.spki,
+      thisUpdate: now,
+      nextUpdate: new Date(now.getTime() + CRL_VALIDITY_MS),
+      crlNumber: 1,
+      entries: [],
+    },
+    intSigner,
+  );
 
   // Stage: a folder with its own ca/ and database, laid out like the real state directory.
   mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
@@ -149,6 +162,7 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
     writeStaged(staged.rootCert, certToPem(rootDer));
     writeStaged(staged.intermediateCert, certToPem(intDer));
     writeStaged(staged.rootCrl, crlToPem(rootCrl));
+    writeStaged(staged.crl, crlToPem(intCrl) + crlToPem(rootCrl));
     saveEncryptedKey(staged.intermediateKey, intKey, passphrase);
     if (!opts.rootKeyOut) saveEncryptedKey(staged.rootKey, rootKey, passphrase);
     if (!opts.passphrase)
@@ -160,8 +174,9 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
         await tx.setSetting("ca.name", opts.name);
         if (opts.publicUrl) await tx.setSetting("ca.publicUrl", opts.publicUrl);
         await tx.setSetting("ca.rootKeyOffline", opts.rootKeyOut ? "true" : "false");
-        // CRL number 1 went into the root CRL above.
+        // CRL number 1 went into each of the first CRLs above.
         await tx.nextCounter(`crl:${root.serial}`);
+        await tx.nextCounter(`crl:${intermediate.serial}`);
         for (const [cert, profile, name, issuerSerial] of [
           [root, "ca-root", "root", null],
           [intermediate, "ca-intermediate", "intermediate", root.serial],
