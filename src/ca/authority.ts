@@ -1,11 +1,12 @@
 import type { KeyObject } from "node:crypto";
+import { existsSync } from "node:fs";
 import { readFileOrThrow, writeFileAtomic } from "../config/files.js";
 import type { StatePaths } from "../config/state.js";
 import { MtlsError } from "../errors.js";
 import { loadSoftwareSigner } from "../keys/index.js";
 import { buildCertificate, randomSerial } from "../pki/certificate.js";
 import { type CertInfo, certToPem, parseCertificate, parseCertificates } from "../pki/certinfo.js";
-import { buildCrl, type CrlEntry, crlToPem, parseCrls, type ReasonName } from "../pki/crl.js";
+import { buildCrl, type CrlEntry, type CrlInfo, crlToPem, parseCrls, type ReasonName } from "../pki/crl.js";
 import { generateKeyPair, type KeyType, keyTypeOf, publicKeyFromSpki, spkiOf } from "../pki/keys.js";
 import { buildName, formatSan, type San } from "../pki/names.js";
 import type { Signer } from "../pki/signer.js";
@@ -132,6 +133,8 @@ export class CertificateAuthority {
     validateLeafName(req.name);
     const now = this.clock();
     const ttl = req.ttlMs ?? DEFAULT_TTL_MS[req.profile];
+    if (!Number.isFinite(ttl) || ttl <= 0)
+      throw new MtlsError("E_TTL", `invalid lifetime ${ttl} ms: must be positive`);
     const notAfter = new Date(now.getTime() + ttl);
     if (notAfter > this.intermediate.notAfter) {
       throw new MtlsError(
@@ -248,7 +251,18 @@ export class CertificateAuthority {
         done.push({ ...rec, status: "revoked", revokedAt: now, revocationReason: reason });
       }
     });
-    if (done.length) await this.publishCrls(actor);
+    if (done.length) {
+      try {
+        await this.publishCrls(actor);
+      } catch (err) {
+        const e = err as MtlsError;
+        throw new MtlsError(
+          e.code ?? "E_IO",
+          `revoked ${done.map((r) => r.serial).join(", ")}, but the CRL was not published: ${e.message}`,
+          { cause: err },
+        );
+      }
+    }
     return done;
   }
 
@@ -314,23 +328,38 @@ export class CertificateAuthority {
     return { intermediate, root, pem };
   }
 
+  /**
+   * The root's CRL to publish. The stored one is reused while it is young and still lists exactly
+   * the revoked intermediates; otherwise it is re-signed, which needs the root key (from the state
+   * directory or `rootKeyFile`): without it, E_KEY_OFFLINE rather than a CRL that hides a revocation.
+   */
   private async currentRootCrl(actor: string, rootKeyFile?: string): Promise<Uint8Array> {
     const now = this.clock();
-    let stored: Uint8Array | undefined;
+    let stored: CrlInfo | undefined;
     try {
-      stored = parseCrls(readFileOrThrow(this.paths.rootCrl, "root CRL"))[0]?.der;
+      stored = parseCrls(readFileOrThrow(this.paths.rootCrl, "root CRL"))[0];
     } catch {
       stored = undefined;
     }
-    const info = stored ? parseCrls(stored)[0] : undefined;
-    const halfLife = info?.nextUpdate
-      ? info.thisUpdate.getTime() + (info.nextUpdate.getTime() - info.thisUpdate.getTime()) / 2
+    const revoked = await this.store.findCertificates({ status: "revoked", issuerSerial: this.root.serial });
+    const wanted = new Set(
+      revoked.filter((r) => r.notAfter > now).map((r) => r.serial.replace(/^0+(?=.)/, "")),
+    );
+    const listed = new Set(stored?.index.entries.keys() ?? []);
+    const complete = [...wanted].every((s) => listed.has(s));
+    const halfLife = stored?.nextUpdate
+      ? stored.thisUpdate.getTime() + (stored.nextUpdate.getTime() - stored.thisUpdate.getTime()) / 2
       : 0;
+    if (stored && complete && now.getTime() < halfLife && !rootKeyFile) return stored.der;
     const keyFile = rootKeyFile ?? this.paths.rootKey;
-    const keyAvailable = rootKeyFile !== undefined || (await fileExists(this.paths.rootKey));
-    if (stored && now.getTime() < halfLife && !rootKeyFile) return stored;
-    if (!keyAvailable) {
-      if (stored && info?.nextUpdate && info.nextUpdate > now) return stored;
+    if (!rootKeyFile && !existsSync(this.paths.rootKey)) {
+      if (!complete) {
+        throw new MtlsError(
+          "E_KEY_OFFLINE",
+          "a revoked intermediate must go on the root CRL and the root key is offline: run `mtls crl --root-key FILE`",
+        );
+      }
+      if (stored?.nextUpdate && stored.nextUpdate > now) return stored.der;
       throw new MtlsError(
         "E_KEY_OFFLINE",
         "the root CRL has expired and the root key is offline: run `mtls crl --root-key FILE` with the offline key",
@@ -356,14 +385,6 @@ export class CertificateAuthority {
 
 /** The issuing certificate's subject, which becomes the issuer name of what it signs. */
 export const issuerNameDer = (issuer: CertInfo): Uint8Array => issuer.subjectDer;
-
-async function fileExists(path: string): Promise<boolean> {
-  const { access } = await import("node:fs/promises");
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 export function recordFor(
   cert: CertInfo,

@@ -63,10 +63,10 @@ export async function issueToFiles(
   }
 
   const issued = await ca.issue({ ...req, pending: { certPath: files.cert, keyPath: files.key ?? null } });
-  opts.onStep?.("pending");
   const written: string[] = [];
   const staged: string[] = [];
   try {
+    opts.onStep?.("pending");
     const plan: [string, string | Uint8Array, number][] = [[files.cert, issued.chainPem, 0o644]];
     if (files.key && issued.privateKey) {
       plan.push([files.key, pemEncode("PRIVATE KEY", pkcs8Of(issued.privateKey)), 0o600]);

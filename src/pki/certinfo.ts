@@ -114,13 +114,13 @@ export function parseCertificate(der: Uint8Array): CertInfo {
     isCa: bc?.ca ?? false,
     pathLen: bc?.pathLength,
     keyUsage: ku ? KEY_USAGE_NAMES.filter(([flag]) => ku.usages & flag).map(([, n]) => n) : [],
-    extKeyUsage: (eku?.usages ?? []).map((oid) => EKU_NAMES[String(oid)] ?? String(oid)),
-    crlUrls: (cdp?.distributionPoints ?? []).flatMap((dp) =>
+    extKeyUsage: [...(eku?.usages ?? [])].map((oid) => EKU_NAMES[String(oid)] ?? String(oid)),
+    crlUrls: [...(cdp?.distributionPoints ?? [])].flatMap((dp) =>
       (dp.distributionPoint?.fullName ?? []).flatMap((gn) =>
         gn.uniformResourceIdentifier ? [gn.uniformResourceIdentifier] : [],
       ),
     ),
-    ocspUrls: (aia?.ocsp ?? []).flatMap((gn) => (gn.type === "url" ? [gn.value] : [])),
+    ocspUrls: [...(aia?.ocsp ?? [])].flatMap((gn) => (gn.type === "url" ? [gn.value] : [])),
     subjectKeyId: ski?.keyId,
     authorityKeyId: aki?.keyId,
     selfSigned: cert.subject === cert.issuer,

@@ -1,6 +1,4 @@
-import "reflect-metadata";
-import { X509Crl } from "@peculiar/x509";
-import { MtlsError } from "../errors.js";
+import { type CrlIndex, indexCrls } from "./crl-index.js";
 import {
   derBitString,
   derEnumerated,
@@ -13,32 +11,11 @@ import {
   derTlv,
 } from "./der.js";
 import { keyIdentifier } from "./extensions.js";
-import { derBlocks, pemEncode } from "./pem.js";
+import { pemEncode } from "./pem.js";
+import { REVOCATION_REASONS, type ReasonName } from "./revocation-reasons.js";
 import type { Signer } from "./signer.js";
 
-/** RFC 5280 §5.3.1 CRLReason codes (7 is unused; removeFromCRL only appears in delta CRLs). */
-export const REVOCATION_REASONS = {
-  unspecified: 0,
-  keyCompromise: 1,
-  cACompromise: 2,
-  affiliationChanged: 3,
-  superseded: 4,
-  cessationOfOperation: 5,
-  certificateHold: 6,
-  privilegeWithdrawn: 9,
-  aACompromise: 10,
-} as const;
-export type ReasonName = keyof typeof REVOCATION_REASONS;
-
-export function parseReason(name: string): ReasonName {
-  if (!(name in REVOCATION_REASONS)) {
-    throw new MtlsError(
-      "E_USAGE",
-      `unknown revocation reason "${name}" (one of ${Object.keys(REVOCATION_REASONS).join(", ")})`,
-    );
-  }
-  return name as ReasonName;
-}
+export { parseReason, REVOCATION_REASONS, type ReasonName } from "./revocation-reasons.js";
 
 export interface CrlEntry {
   serial: string;
@@ -84,7 +61,8 @@ export async function buildCrl(tpl: CrlTemplate, signer: Signer): Promise<Uint8A
     tpl.issuer,
     derTime(second(tpl.thisUpdate)),
     derTime(second(tpl.nextUpdate)),
-    ...(revoked.length ? [derSequence(...revoked)] : []),
+    // Concatenated, not spread into a call: a CRL may hold 100,000 entries.
+    ...(revoked.length ? [derTlv(0x30, concatBytes(revoked))] : []),
     derExplicit(
       0,
       derSequence(extension(OID_AKI, aki), extension(OID_CRL_NUMBER, derSmallInteger(tpl.crlNumber))),
@@ -104,38 +82,36 @@ export interface CrlInfo {
   crlNumber: number | null;
   entries: CrlEntry[];
   der: Uint8Array;
+  /** The serial → entry index, and what `crlSignedBy` needs to check the signature. */
+  index: CrlIndex;
 }
 
-const REASON_BY_CODE = new Map<number, ReasonName>(
-  Object.entries(REVOCATION_REASONS).map(([k, v]) => [v, k as ReasonName]),
-);
-
-/** Parses every CRL in PEM or DER input. */
+/**
+ * Parses every CRL in PEM or DER input. Built on the direct DER walk of crl-index.ts, so CRLs of
+ * any size parse (asn1js-based parsers refuse beyond ~1,500 entries).
+ */
 export function parseCrls(data: Uint8Array | string): CrlInfo[] {
-  return derBlocks(data, ["X509 CRL", "CRL"], "CRL").map((der) => {
-    let crl: X509Crl;
-    try {
-      crl = new X509Crl(der);
-    } catch (err) {
-      throw new MtlsError("E_BAD_INPUT", "malformed CRL", { cause: err });
-    }
-    const numberExt = crl.getExtension("2.5.29.20");
-    let crlNumber: number | null = null;
-    if (numberExt) {
-      const v = new Uint8Array(numberExt.value);
-      crlNumber = Number.parseInt(Buffer.from(v.subarray(2)).toString("hex") || "0", 16);
-    }
-    return {
-      issuer: crl.issuer,
-      thisUpdate: crl.thisUpdate,
-      nextUpdate: crl.nextUpdate ?? null,
-      crlNumber,
-      entries: crl.entries.map((e) => ({
-        serial: e.serialNumber.toLowerCase(),
-        revokedAt: e.revocationDate,
-        reason: REASON_BY_CODE.get(e.reason ?? 0) ?? "unspecified",
-      })),
-      der,
-    };
-  });
+  return indexCrls(data).map((index) => ({
+    issuer: index.issuer,
+    thisUpdate: index.thisUpdate,
+    nextUpdate: index.nextUpdate,
+    crlNumber: index.crlNumber === null ? null : Number(index.crlNumber),
+    entries: [...index.entries].map(([serial, e]) => ({
+      serial,
+      revokedAt: e.revokedAt,
+      reason: (Object.hasOwn(REVOCATION_REASONS, e.reason) ? e.reason : "unspecified") as ReasonName,
+    })),
+    der: index.der,
+    index,
+  }));
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
 }

@@ -39,6 +39,9 @@ export async function parseCsr(data: Uint8Array | string): Promise<CsrInfo> {
   } catch (err) {
     throw new MtlsError("E_BAD_CSR", "malformed certificate signing request", { cause: err });
   }
+  // Key policy first: a key we refuse (RSA-1024, secp256k1) should say so, not "bad signature".
+  const spki = new Uint8Array(csr.publicKey.rawData);
+  const keyType = keyTypeOf(publicKeyFromSpki(spki));
   let valid = false;
   try {
     valid = await csr.verify();
@@ -46,8 +49,6 @@ export async function parseCsr(data: Uint8Array | string): Promise<CsrInfo> {
     valid = false;
   }
   if (!valid) throw new MtlsError("E_BAD_CSR", "the CSR's signature does not verify");
-  const spki = new Uint8Array(csr.publicKey.rawData);
-  const keyType = keyTypeOf(publicKeyFromSpki(spki));
 
   const find = <T>(cls: abstract new (...args: never[]) => T): T | undefined =>
     csr.extensions.find((e): e is T & typeof e => e instanceof cls) as T | undefined;
@@ -81,6 +82,6 @@ export async function parseCsr(data: Uint8Array | string): Promise<CsrInfo> {
     spki,
     keyType,
     sans,
-    ignoredExtensions: csr.extensions.map((e) => e.type).filter((oid) => oid !== "2.5.29.17"),
+    ignoredExtensions: [...csr.extensions].map((e) => e.type).filter((oid) => oid !== "2.5.29.17"),
   };
 }

@@ -30,6 +30,7 @@ export function derPositiveInteger(magnitude: Uint8Array): Uint8Array {
   let start = 0;
   while (start < magnitude.length - 1 && magnitude[start] === 0) start++;
   const trimmed = magnitude.subarray(start);
+  if (trimmed.length === 0) return derTlv(0x02, new Uint8Array([0]));
   const pad = (trimmed[0] ?? 0) & 0x80 ? new Uint8Array([0]) : new Uint8Array(0);
   return derTlv(0x02, pad, trimmed);
 }

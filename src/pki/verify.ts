@@ -1,8 +1,8 @@
 import { X509Certificate as NodeX509 } from "node:crypto";
-import { X509Crl } from "@peculiar/x509";
 import { MtlsError } from "../errors.js";
 import type { CertInfo } from "./certinfo.js";
 import type { CrlInfo } from "./crl.js";
+import { crlSignedBy } from "./crl-index.js";
 
 export type Purpose = "server" | "client" | "any";
 
@@ -112,30 +112,25 @@ function buildPath(leaf: CertInfo, intermediates: CertInfo[], anchors: CertInfo[
 }
 
 async function checkRevocation(cert: CertInfo, issuer: CertInfo, crls: CrlInfo[], at: Date): Promise<string> {
-  for (const crl of crls) {
-    if (crl.issuer !== issuer.subject) continue;
-    const parsed = new X509Crl(crl.der);
-    const ok = await parsed.verify({ publicKey: await crlKey(issuer) }).catch(() => false);
-    if (!ok) continue;
-    const entry = crl.entries.find((e) => e.serial === cert.serial);
-    if (entry) {
-      throw new MtlsError(
-        "E_REVOKED",
-        `${cert.subject} (serial ${cert.serial}) was revoked at ${entry.revokedAt.toISOString()} (${entry.reason})`,
-      );
-    }
-    if (crl.nextUpdate && crl.nextUpdate < at) {
-      throw new MtlsError(
-        "E_EXPIRED",
-        `the CRL of ${issuer.subject} is out of date (nextUpdate ${crl.nextUpdate.toISOString()})`,
-      );
-    }
-    return `good (CRL #${crl.crlNumber ?? "?"})`;
+  const serial = cert.serial.replace(/^0+(?=.)/, "");
+  // The newest CRL the issuer really signed decides.
+  const signed = crls
+    .filter((crl) => crlSignedBy(crl.index, issuer))
+    .sort((a, b) => (b.crlNumber ?? 0) - (a.crlNumber ?? 0));
+  const crl = signed[0];
+  if (!crl) return "not checked (no CRL from its issuer)";
+  const entry = signed.map((c) => c.index.entries.get(serial)).find((e) => e !== undefined);
+  if (entry) {
+    throw new MtlsError(
+      "E_REVOKED",
+      `${cert.subject} (serial ${cert.serial}) was revoked at ${entry.revokedAt.toISOString()} (${entry.reason})`,
+    );
   }
-  return "not checked (no CRL from its issuer)";
-}
-
-async function crlKey(issuer: CertInfo) {
-  const { X509Certificate } = await import("@peculiar/x509");
-  return new X509Certificate(issuer.der).publicKey;
+  if (crl.nextUpdate && crl.nextUpdate < at) {
+    throw new MtlsError(
+      "E_EXPIRED",
+      `the CRL of ${issuer.subject} is out of date (nextUpdate ${crl.nextUpdate.toISOString()})`,
+    );
+  }
+  return `good (CRL #${crl.crlNumber ?? "?"})`;
 }
