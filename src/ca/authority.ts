@@ -40,7 +40,7 @@ export interface IssueRequest {
    * Insert the record as `pending` with the paths the caller is about to write; the caller then calls
    * confirmIssued() once the files are in place. Used for crash-safe file delivery (see deliver.ts).
    */
-  pending?: { certPath: string; keyPath: string | null };
+  pending?: { certPath: string; keyPath: string | null; p12Path?: string | null };
 }
 
 export interface Issued {
@@ -185,6 +185,7 @@ export class CertificateAuthority {
       status: req.pending ? "pending" : "valid",
       certPath: req.pending?.certPath ?? null,
       keyPath: req.pending?.keyPath ?? null,
+      p12Path: req.pending?.p12Path ?? null,
       now,
     });
     await this.store.transaction(async (tx) => {
@@ -232,6 +233,8 @@ export class CertificateAuthority {
    */
   async revoke(serials: string[], reason: ReasonName, actor: string): Promise<CertificateRecord[]> {
     const now = this.clock();
+    // The key must be at hand before anything changes: without the passphrase, no revocation.
+    this.intermediateSigner();
     const done: CertificateRecord[] = [];
     await this.store.transaction(async (tx) => {
       for (const serial of serials) {
@@ -395,6 +398,7 @@ export function recordFor(
     status: CertificateRecord["status"];
     certPath?: string | null;
     keyPath?: string | null;
+    p12Path?: string | null;
     now: Date;
   },
 ): CertificateRecord {
@@ -415,6 +419,7 @@ export function recordFor(
     pem: certToPem(cert.der),
     certPath: meta.certPath ?? null,
     keyPath: meta.keyPath ?? null,
+    p12Path: meta.p12Path ?? null,
     createdAt: meta.now,
   };
 }

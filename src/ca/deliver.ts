@@ -1,5 +1,5 @@
-import { existsSync, readFileSync, rmSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { commitFile, stageFile, writeFileAtomic } from "../config/files.js";
 import { MtlsError } from "../errors.js";
 import { parseCertificates } from "../pki/certinfo.js";
@@ -62,15 +62,17 @@ export async function issueToFiles(
     throw new MtlsError("E_EXISTS", `${files.ca} holds another CA's certificate (use --force to replace it)`);
   }
 
-  const issued = await ca.issue({ ...req, pending: { certPath: files.cert, keyPath: files.key ?? null } });
+  const issued = await ca.issue({
+    ...req,
+    pending: { certPath: files.cert, keyPath: files.key ?? null, p12Path: files.p12 ?? null },
+  });
   const written: string[] = [];
-  const staged: string[] = [];
+  let staged: string | undefined;
   try {
     opts.onStep?.("pending");
+    mkdirSync(dir, { recursive: true });
+    // The key goes last: once it is in place, everything is (recoverPending relies on that).
     const plan: [string, string | Uint8Array, number][] = [[files.cert, issued.chainPem, 0o644]];
-    if (files.key && issued.privateKey) {
-      plan.push([files.key, pemEncode("PRIVATE KEY", pkcs8Of(issued.privateKey)), 0o600]);
-    }
     if (files.p12 && opts.p12 && issued.privateKey) {
       const p12 = buildPkcs12({
         privateKey: pkcs8Of(issued.privateKey),
@@ -81,18 +83,22 @@ export async function issueToFiles(
       });
       plan.push([files.p12, p12, 0o600]);
     }
-    const tmps = plan.map(([target, data, mode]) => stageFile(target, data, mode));
-    staged.push(...tmps);
-    plan.forEach(([target], i) => {
-      commitFile(tmps[i] as string, target, opts.force ?? false);
+    if (files.key && issued.privateKey) {
+      plan.push([files.key, pemEncode("PRIVATE KEY", pkcs8Of(issued.privateKey)), 0o600]);
+    }
+    for (const [target, data, mode] of plan) {
+      // Staged one at a time, so a crash leaves at most one temporary file (which recovery removes).
+      staged = stageFile(target, data, mode);
+      commitFile(staged, target, opts.force ?? false);
+      staged = undefined;
       written.push(target);
       if (target === files.cert) opts.onStep?.("cert");
       if (target === files.key) opts.onStep?.("key");
-    });
+    }
     opts.onStep?.("files");
     await ca.confirmIssued(issued.record.serial, req.actor);
   } catch (err) {
-    for (const f of [...staged, ...written]) rmSync(f, { force: true });
+    for (const f of [...(staged ? [staged] : []), ...written]) rmSync(f, { force: true });
     await ca.abortIssued(issued.record.serial, req.actor, (err as Error).message).catch(() => undefined);
     throw err;
   }
@@ -121,17 +127,45 @@ export async function recoverPending(
   for (const rec of await ca.store.findCertificates({ status: "pending" })) {
     const certOk = rec.certPath !== null && fileHoldsCert(rec.certPath, rec.fingerprint);
     const keyOk = rec.keyPath === null || (certOk && fileHoldsKeyOf(rec.keyPath, rec.pem));
-    if (certOk && keyOk) {
+    const p12Ok = rec.p12Path === null || writtenSince(rec.p12Path, rec.createdAt);
+    const paths = [rec.certPath, rec.keyPath, rec.p12Path].filter((p): p is string => p !== null);
+    for (const p of paths) removeStagedFiles(p);
+    if (certOk && keyOk && p12Ok) {
       await ca.confirmIssued(rec.serial, "system:recovery");
       confirmed.push(rec.serial);
       continue;
     }
     if (rec.certPath && fileHoldsCert(rec.certPath, rec.fingerprint)) rmSync(rec.certPath, { force: true });
     if (rec.keyPath && fileHoldsKeyOf(rec.keyPath, rec.pem)) rmSync(rec.keyPath, { force: true });
+    // A PKCS#12 cannot be read without its password: it is this delivery's if written since it began.
+    if (rec.p12Path && writtenSince(rec.p12Path, rec.createdAt)) rmSync(rec.p12Path, { force: true });
     await ca.abortIssued(rec.serial, "system:recovery", "interrupted before its files were written");
     aborted.push(rec.serial);
   }
   return { confirmed, aborted };
+}
+
+/** Temporary files stageFile() left for `target` (".NAME.<random>.tmp" beside it). */
+function removeStagedFiles(target: string): void {
+  const prefix = `.${basename(target)}.`;
+  let names: string[];
+  try {
+    names = readdirSync(dirname(target));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    if (n.startsWith(prefix) && n.endsWith(".tmp")) rmSync(join(dirname(target), n), { force: true });
+  }
+}
+
+function writtenSince(path: string, since: Date): boolean {
+  try {
+    // Allow for coarse filesystem timestamps.
+    return statSync(path).mtimeMs >= since.getTime() - 2_000;
+  } catch {
+    return false;
+  }
 }
 
 function fileHoldsCert(path: string, fingerprint: string): boolean {

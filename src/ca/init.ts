@@ -13,7 +13,7 @@ import { generateKeyPair, type KeyType } from "../pki/keys.js";
 import { buildName } from "../pki/names.js";
 import { keyObjectSigner } from "../pki/signer.js";
 import { openSqliteStore } from "../store/index.js";
-import { BACKDATE_MS, type Clock, CRL_VALIDITY_MS, ROOT_CRL_VALIDITY_MS } from "./authority.js";
+import { BACKDATE_MS, type Clock, CRL_VALIDITY_MS, ROOT_CRL_VALIDITY_MS, recordFor } from "./authority.js";
 import { caUrls } from "./profiles.js";
 
 export interface InitOptions {
@@ -181,25 +181,7 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
           [root, "ca-root", "root", null],
           [intermediate, "ca-intermediate", "intermediate", root.serial],
         ] as const) {
-          await tx.insertCertificate({
-            serial: cert.serial,
-            name,
-            profile,
-            subject: cert.subject,
-            sans: [],
-            keyType: cert.keyType,
-            notBefore: cert.notBefore,
-            notAfter: cert.notAfter,
-            status: "valid",
-            revokedAt: null,
-            revocationReason: null,
-            fingerprint: cert.fingerprint,
-            issuerSerial,
-            pem: certToPem(cert.der),
-            certPath: null,
-            keyPath: null,
-            createdAt: now,
-          });
+          await tx.insertCertificate(recordFor(cert, { name, profile, issuerSerial, status: "valid", now }));
         }
         await tx.appendAudit({
           at: now,

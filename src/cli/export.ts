@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { openCa } from "../ca/index.js";
 import { writeFileAtomic } from "../config/files.js";
@@ -100,6 +100,7 @@ export function registerExport(program: Command): void {
         out(typeof data === "string" ? data : toBuffer(data).toString("latin1"));
         return;
       }
+      mkdirSync(dirname(resolve(opts.out)), { recursive: true });
       writeFileAtomic(opts.out, data, {
         mode: opts.format === "p12" ? 0o600 : 0o644,
         overwrite: opts.force ?? false,

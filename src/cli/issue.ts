@@ -1,7 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { mkdirSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import type { Command } from "commander";
-import { type CertificateAuthority, issueToFiles, openCa, parseProfile } from "../ca/index.js";
+import {
+  type CertificateAuthority,
+  issueToFiles,
+  openCa,
+  parseProfile,
+  validateLeafName,
+} from "../ca/index.js";
 import { parseDuration } from "../config/duration.js";
 import { readFileOrThrow } from "../config/files.js";
 import { MtlsError } from "../errors.js";
@@ -107,7 +113,6 @@ export function registerIssue(program: Command): void {
         ? readSecretFile(opts.p12PasswordFile, "PKCS#12 password file")
         : randomBytes(12).toString("base64url")
       : undefined;
-    ensureDir(opts.out);
     await withCa(opts, async (ca) => {
       const { issued, files } = await issueToFiles(
         ca,
@@ -176,6 +181,16 @@ export function registerSign(program: Command): void {
     const csr = await parseCsr(readFileOrThrow(csrFile, "CSR"));
     const name = opts.name ?? csr.commonName;
     if (!name) throw new MtlsError("E_BAD_CSR", "the CSR has no common name: pass --name");
+    if (!opts.name) {
+      try {
+        validateLeafName(name);
+      } catch {
+        throw new MtlsError(
+          "E_USAGE",
+          `the CSR's common name "${name}" cannot be used as a name: pass --name`,
+        );
+      }
+    }
     const extra = sansFrom(opts);
     const sans = [...csr.sans, ...extra.filter((e) => !csr.sans.some((s) => formatSan(s) === formatSan(e)))];
     const ttlMs = opts.ttl ? parseDuration(opts.ttl, "--ttl") : undefined;
@@ -223,17 +238,5 @@ function isDirectory(path: string): boolean {
     return statSync(path).isDirectory();
   } catch {
     return false;
-  }
-}
-
-/** A missing output folder is created, as `mkdir -p` would; a file in its place is an error. */
-function ensureDir(dir: string): void {
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (err) {
-    throw new MtlsError(
-      "E_USAGE",
-      `--out ${dir} is not a folder: ${(err as NodeJS.ErrnoException).code ?? err}`,
-    );
   }
 }

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import { initCa, issueToFiles, openCa } from "../ca/index.js";
@@ -28,6 +28,8 @@ export function registerQuickstart(program: Command): void {
       out(`using the CA in ${paths.dir}`);
     }
     const dir = resolve(opts.out);
+    // issueToFiles writes into an existing folder; on a first run there is none yet.
+    mkdirSync(dir, { recursive: true });
     const ca = await openCa(paths);
     try {
       const demos = [
@@ -58,7 +60,7 @@ export function registerQuickstart(program: Command): void {
     out("");
     out("Try it: a TLS server that demands a client certificate, and a client that presents one:");
     out(
-      `  openssl s_server -accept 127.0.0.1:8443 -cert ${opts.out}/localhost.crt -key ${opts.out}/localhost.key -CAfile ${opts.out}/ca.crt -Verify 2 -www`,
+      `  openssl s_server -accept 127.0.0.1:8443 -cert ${opts.out}/localhost.crt -cert_chain ${opts.out}/localhost.crt -key ${opts.out}/localhost.key -CAfile ${opts.out}/ca.crt -Verify 2 -www`,
     );
     out(
       `  curl --cacert ${opts.out}/ca.crt --cert ${opts.out}/demo-client.crt --key ${opts.out}/demo-client.key https://localhost:8443/`,

@@ -1,5 +1,5 @@
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { openCa } from "../ca/index.js";
 import { readFileOrThrow, writeFileAtomic } from "../config/files.js";
@@ -94,6 +94,7 @@ export function registerCrl(program: Command): void {
         out(crls.pem);
         return;
       }
+      mkdirSync(dirname(resolve(opts.out)), { recursive: true });
       // Re-publishing over our own previous CRL is the normal case; anything else needs --force.
       const overwrite = opts.force || holdsOwnCrl(opts.out, [ca.root.subject, ca.intermediate.subject]);
       writeFileAtomic(opts.out, opts.der ? crls.intermediate : crls.pem, { overwrite });

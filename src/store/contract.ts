@@ -46,6 +46,7 @@ export function sampleCertificate(over: Partial<CertificateRecord> = {}): Certif
     pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
     certPath: null,
     keyPath: null,
+    p12Path: null,
     createdAt: at(0),
     ...over,
   };
@@ -94,6 +95,7 @@ export function storeContract(
           const rec = sampleCertificate({
             certPath: "/state/issued/alice.crt",
             keyPath: "/state/issued/alice.key",
+            p12Path: "/state/issued/alice.p12",
             issuerSerial: null,
           });
           await store.insertCertificate(rec);
@@ -194,14 +196,22 @@ export function storeContract(
             revocationReason: "keyCompromise" as const,
           };
           assert.deepEqual(await store.getCertificate(rec.serial), revoked);
-          await store.updateCertificate(rec.serial, { certPath: "/x.crt", keyPath: null });
-          assert.deepEqual(await store.getCertificate(rec.serial), { ...revoked, certPath: "/x.crt" });
+          await store.updateCertificate(rec.serial, { certPath: "/x.crt", keyPath: null, p12Path: "/x.p12" });
+          assert.deepEqual(await store.getCertificate(rec.serial), {
+            ...revoked,
+            certPath: "/x.crt",
+            p12Path: "/x.p12",
+          });
           await store.updateCertificate(rec.serial, {
             revokedAt: null,
             revocationReason: null,
             status: "valid",
           });
-          assert.deepEqual(await store.getCertificate(rec.serial), { ...rec, certPath: "/x.crt" });
+          assert.deepEqual(await store.getCertificate(rec.serial), {
+            ...rec,
+            certPath: "/x.crt",
+            p12Path: "/x.p12",
+          });
         }),
       );
 

@@ -27,6 +27,7 @@ const migrations: Record<string, Migration> = {
         .addColumn("pem", "text", (c) => c.notNull())
         .addColumn("cert_path", "text")
         .addColumn("key_path", "text")
+        .addColumn("p12_path", "text")
         .addColumn("created_at", "text", (c) => c.notNull())
         .execute();
       const index = (name: string, column: string) =>

@@ -44,6 +44,7 @@ export function certificateToRow(rec: CertificateRecord): CertificatesTable {
     pem: rec.pem,
     cert_path: rec.certPath,
     key_path: rec.keyPath,
+    p12_path: rec.p12Path,
     created_at: toIso(rec.createdAt, "createdAt"),
   };
 }
@@ -66,6 +67,7 @@ export function rowToCertificate(row: CertificatesTable): CertificateRecord {
     pem: row.pem,
     certPath: row.cert_path,
     keyPath: row.key_path,
+    p12Path: row.p12_path,
     createdAt: fromIso(row.created_at),
   };
 }
@@ -78,6 +80,7 @@ export function patchToRow(patch: CertificatePatch): Partial<CertificatesTable> 
   if (patch.revocationReason !== undefined) row.revocation_reason = patch.revocationReason;
   if (patch.certPath !== undefined) row.cert_path = patch.certPath;
   if (patch.keyPath !== undefined) row.key_path = patch.keyPath;
+  if (patch.p12Path !== undefined) row.p12_path = patch.p12Path;
   return row;
 }
 

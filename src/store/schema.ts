@@ -23,6 +23,7 @@ export interface CertificatesTable {
   pem: string;
   cert_path: string | null;
   key_path: string | null;
+  p12_path: string | null;
   created_at: string;
 }
 

@@ -43,6 +43,7 @@ export interface CertificateRecord {
   /** Where `issue` wrote the files, when it did (absolute paths), for export and crash recovery. */
   certPath: string | null;
   keyPath: string | null;
+  p12Path: string | null;
   createdAt: Date;
 }
 
@@ -87,7 +88,10 @@ export interface StoreTx {
   updateCertificate(
     serial: string,
     patch: Partial<
-      Pick<CertificateRecord, "status" | "revokedAt" | "revocationReason" | "certPath" | "keyPath">
+      Pick<
+        CertificateRecord,
+        "status" | "revokedAt" | "revocationReason" | "certPath" | "keyPath" | "p12Path"
+      >
     >,
   ): Promise<void>;
   getCertificate(serial: string): Promise<CertificateRecord | undefined>;
