@@ -75,7 +75,14 @@ export type RefusalReason =
   | "bad_name";
 
 export type PeerVerification =
-  | { ok: true; identity: PeerIdentity; leaf: CertInfo; revocation: RevocationStatus }
+  | {
+      ok: true;
+      identity: PeerIdentity;
+      leaf: CertInfo;
+      revocation: RevocationStatus;
+      /** Leaf first, as far as Node knows it (see peerCertificateChain); keep it with the session. */
+      chain?: CertInfo[];
+    }
   | { ok: false; reason: RefusalReason; detail: string; identity?: PeerIdentity };
 
 /** What verifyPeer needs: the socket after its handshake, the expected purpose, and revocation. */
@@ -87,6 +94,13 @@ export interface VerifyPeerOptions {
   expectUri?: string[];
   /** The time the leaf's validity is checked at (default: now); OpenSSL checked it at the handshake. */
   clock?: () => Date;
+  /**
+   * For a client socket that resumed a TLS session: the peer chain seen on the connection that got
+   * the session (`PeerVerification.chain` there). Node exposes no peer certificate at all on a
+   * resumed client session, so without this a resumed connection is refused (handshake_error).
+   * The chain is then checked again (purpose, validity, names, revocation).
+   */
+  resumedPeerChain?: CertInfo[];
 }
 
 export type VerifyPeer = (socket: TLSSocket, opts: VerifyPeerOptions) => Promise<PeerVerification>;

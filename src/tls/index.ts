@@ -1,0 +1,17 @@
+/** TLS for tunnels and gateways: contexts from files or the state, hot reload, peer verification. */
+export { tlsFilesFromState } from "./from-state.js";
+export { identityFromCert, peerCertificateChain } from "./identity.js";
+export { type LoadTlsOptions, loadTlsMaterial } from "./material.js";
+export { createRevocationChecker, type RevocationCheckerOptions } from "./revocation.js";
+export type {
+  PeerVerification,
+  RefusalReason,
+  RevocationChecker,
+  RevocationState,
+  RevocationStatus,
+  TlsFiles,
+  TlsMaterial,
+  VerifyPeer,
+  VerifyPeerOptions,
+} from "./types.js";
+export { verifyPeer } from "./verify-peer.js";
