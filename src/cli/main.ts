@@ -9,6 +9,7 @@ import { registerIssue, registerSign } from "./issue.js";
 import { registerList } from "./list.js";
 import { registerQuickstart } from "./quickstart.js";
 import { registerCrl, registerRevoke } from "./revoke.js";
+import { registerTunnel } from "./tunnel.js";
 import { registerVerify } from "./verify.js";
 
 const VERSION = "0.1.0";
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
     registerExport,
     registerAudit,
     registerQuickstart,
+    registerTunnel,
   ]) {
     register(program);
   }

@@ -1,0 +1,430 @@
+import type { Command } from "commander";
+import { parseDuration } from "../config/duration.js";
+import { resolveStateDir } from "../config/state.js";
+import { MtlsError } from "../errors.js";
+import {
+  createLogger,
+  defaultRegistry,
+  type Logger,
+  parseLogLevel,
+  type StatusServer,
+  startStatusServer,
+} from "../observe/index.js";
+import { type AllowFlags, compilePolicy, rulesFromFlags } from "../policy/index.js";
+import {
+  createRevocationChecker,
+  loadTlsMaterial,
+  type RevocationChecker,
+  type TlsFiles,
+  type TlsMaterial,
+  tlsFilesFromState,
+} from "../tls/index.js";
+import {
+  type Address,
+  formatAddress,
+  listenOptions,
+  parseAddress,
+  type StopResult,
+  TunnelClient,
+  TunnelServer,
+} from "../tunnel/index.js";
+import { collect, note } from "./common.js";
+
+/**
+ * Defaults, chosen after ghostunnel and stunnel:
+ *   --handshake-timeout 10s   (ghostunnel's --connect-timeout covers the same ground with 10s)
+ *   --connect-timeout   10s   (ghostunnel: 10s)
+ *   --idle-timeout      12h   (stunnel's TIMEOUTidle; ghostunnel has none; "off" disables)
+ *   --max-connections   0     (no limit, as ghostunnel's --max-concurrent-conns=0)
+ *   --max-conn-lifetime off   (ghostunnel: 0 = none)
+ *   --shutdown-timeout  30s   (drain time on SIGTERM before the rest are cut)
+ */
+export const TUNNEL_DEFAULTS = {
+  handshakeTimeout: "10s",
+  connectTimeout: "10s",
+  idleTimeout: "12h",
+  maxConnections: "0",
+  maxConnLifetime: "off",
+  shutdownTimeout: "30s",
+  logLevel: "info",
+} as const;
+
+interface CommonOpts {
+  listen: string;
+  target: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
+  state?: string;
+  name?: string;
+  crl?: string[];
+  ocsp?: boolean;
+  reloadInterval?: string;
+  handshakeTimeout: string;
+  connectTimeout: string;
+  idleTimeout: string;
+  maxConnections: string;
+  maxConnLifetime: string;
+  shutdownTimeout: string;
+  status?: string;
+  logLevel: string;
+}
+
+interface ServerOpts extends CommonOpts, AllowFlags {
+  proxyProtocol?: boolean;
+  unsafeTarget?: boolean;
+}
+
+interface ClientOpts extends CommonOpts {
+  serverName?: string;
+  verifyDns?: string[];
+  verifyUri?: string[];
+  proxy?: string;
+  unsafeListen?: boolean;
+}
+
+function addCommonOptions(cmd: Command): Command {
+  return cmd
+    .option("--cert <file>", "certificate chain (PEM: leaf, then intermediates)")
+    .option("--key <file>", "private key (PEM)")
+    .option("--ca <file>", "trusted root CA certificate(s) (PEM)")
+    .option(
+      "--state <dir>",
+      "take --cert/--key/--ca from this state directory (default $MTLS_STATE or ./.mtls)",
+    )
+    .option("--name <name>", "with --state: the name the certificate was issued under")
+    .option("--crl <file|url>", "CRL to check peers against, reloaded when it changes (repeatable)", collect)
+    .option("--ocsp", "ask the OCSP responder in the peer certificate's AIA")
+    .option("--reload-interval <duration>", "also re-read the certificate files this often (e.g. 1h)")
+    .option("--handshake-timeout <duration>", "TLS handshake deadline", TUNNEL_DEFAULTS.handshakeTimeout)
+    .option(
+      "--connect-timeout <duration>",
+      "deadline to connect to the target",
+      TUNNEL_DEFAULTS.connectTimeout,
+    )
+    .option(
+      "--idle-timeout <duration>",
+      'close after this long without traffic ("off": never)',
+      TUNNEL_DEFAULTS.idleTimeout,
+    )
+    .option("--max-connections <n>", "most connections at once (0: no limit)", TUNNEL_DEFAULTS.maxConnections)
+    .option(
+      "--max-conn-lifetime <duration>",
+      'close connections older than this, so they re-authenticate ("off": never)',
+      TUNNEL_DEFAULTS.maxConnLifetime,
+    )
+    .option(
+      "--shutdown-timeout <duration>",
+      "on SIGTERM, how long open connections may drain",
+      TUNNEL_DEFAULTS.shutdownTimeout,
+    )
+    .option("--status <address>", "serve /healthz, /readyz and /metrics here (e.g. 127.0.0.1:9090)")
+    .option(
+      "--log-level <level>",
+      "fatal, error, warn, info, debug, trace or silent",
+      TUNNEL_DEFAULTS.logLevel,
+    );
+}
+
+export function registerTunnel(program: Command): void {
+  const tunnel = program
+    .command("tunnel")
+    .description(
+      "mTLS tunnels: put mutual TLS in front of any TCP service (server) or carry TCP over it (client)",
+    );
+
+  const server = tunnel
+    .command("server")
+    .description("accept mTLS, verify and authorize the client certificate, forward plain TCP to the target")
+    .requiredOption("--listen <address>", "where to accept mTLS: host:port, [::1]:port, :port or unix:/path")
+    .requiredOption(
+      "--target <address>",
+      "where to forward: 127.0.0.1:port or unix:/path (loopback unless --unsafe-target)",
+    )
+    .option("--allow-cn <cn>", "allow certificates with this subject CN (repeatable)", collect)
+    .option("--allow-ou <ou>", "allow certificates with this OU (repeatable)", collect)
+    .option("--allow-dns <name>", "allow certificates with this DNS SAN (repeatable)", collect)
+    .option(
+      "--allow-uri <uri>",
+      "allow this URI SAN; spiffe://acme.test/user/* patterns (repeatable)",
+      collect,
+    )
+    .option("--allow-email <address>", "allow this e-mail SAN (repeatable)", collect)
+    .option(
+      "--allow-fingerprint <sha256>",
+      "allow the certificate with this SHA-256 fingerprint (repeatable)",
+      collect,
+    )
+    .option("--allow-spki <pin>", "allow this public key (SHA-256 of the SPKI, base64) (repeatable)", collect)
+    .option("--allow-all", "allow any certificate the CA issued")
+    .option(
+      "--proxy-protocol",
+      "send a PROXY protocol v2 header (peer address, TLS, client certificate) to the target",
+    )
+    .option("--unsafe-target", "allow a target that is not loopback (its plain-text leg crosses a network)");
+  addCommonOptions(server).action((opts: ServerOpts) => runServer(opts));
+
+  const client = tunnel
+    .command("client")
+    .description("accept plain TCP locally and carry it over mTLS to a tunnel server")
+    .requiredOption(
+      "--listen <address>",
+      "where to accept plain TCP: 127.0.0.1:port or unix:/path (loopback unless --unsafe-listen)",
+    )
+    .requiredOption("--target <address>", "the tunnel server: host:port")
+    .option(
+      "--server-name <name>",
+      "TLS server name (SNI) and the name its certificate must carry (default: the target host)",
+    )
+    .option("--verify-dns <name>", "the server's certificate must carry this DNS name (repeatable)", collect)
+    .option(
+      "--verify-uri <uri>",
+      "the server's certificate must carry this URI, e.g. a SPIFFE ID (repeatable)",
+      collect,
+    )
+    .option("--proxy <url>", "reach the server through this HTTP CONNECT proxy: http://[user:pass@]host:port")
+    .option(
+      "--unsafe-listen",
+      "allow listening on a non-loopback address (anyone reaching it uses this certificate)",
+    );
+  addCommonOptions(client).action((opts: ClientOpts) => runClient(opts));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** A duration, or "off"/"0" for none. */
+function optionalDuration(text: string, what: string): number {
+  if (text === "off" || text === "0") return 0;
+  return parseDuration(text, what);
+}
+
+function count(text: string, what: string): number {
+  if (!/^\d+$/.test(text))
+    throw new MtlsError("E_USAGE", `invalid ${what} "${text}" (a whole number, 0 for no limit)`);
+  return Number(text);
+}
+
+interface Settings {
+  handshakeTimeoutMs: number;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
+  maxConnLifetimeMs: number;
+  shutdownTimeoutMs: number;
+  reloadIntervalMs: number | undefined;
+  status: Address | undefined;
+  logLevel: string;
+}
+
+/** Every flag checked before anything is opened, so a typo costs nothing. */
+function settingsOf(opts: CommonOpts): Settings {
+  return {
+    handshakeTimeoutMs: parseDuration(opts.handshakeTimeout, "--handshake-timeout"),
+    connectTimeoutMs: parseDuration(opts.connectTimeout, "--connect-timeout"),
+    idleTimeoutMs: optionalDuration(opts.idleTimeout, "--idle-timeout"),
+    maxConnections: count(opts.maxConnections, "--max-connections"),
+    maxConnLifetimeMs: optionalDuration(opts.maxConnLifetime, "--max-conn-lifetime"),
+    shutdownTimeoutMs: parseDuration(opts.shutdownTimeout, "--shutdown-timeout"),
+    reloadIntervalMs: opts.reloadInterval
+      ? parseDuration(opts.reloadInterval, "--reload-interval")
+      : undefined,
+    status: opts.status
+      ? parseAddress(opts.status, "--status", { allowPortZero: true, allowAnyHost: true })
+      : undefined,
+    logLevel: parseLogLevel(opts.logLevel),
+  };
+}
+
+async function tlsFilesOf(opts: CommonOpts): Promise<TlsFiles> {
+  const direct = [opts.cert, opts.key, opts.ca].filter((v) => v !== undefined).length;
+  if (opts.name !== undefined) {
+    if (direct > 0)
+      throw new MtlsError("E_USAGE", "give either --cert/--key/--ca or --state/--name, not both");
+    return tlsFilesFromState(resolveStateDir(opts.state), opts.name);
+  }
+  if (direct < 3 || !opts.cert || !opts.key || !opts.ca) {
+    throw new MtlsError(
+      "E_USAGE",
+      opts.state
+        ? "--state needs --name: the name the certificate was issued under"
+        : "give --cert, --key and --ca (or --state DIR --name NAME)",
+    );
+  }
+  return { cert: opts.cert, key: opts.key, ca: opts.ca };
+}
+
+/** What a running tunnel holds open, closed in one place whatever happened. */
+class Resources {
+  material: TlsMaterial | undefined;
+  revocation: RevocationChecker | undefined;
+  status: StatusServer | undefined;
+
+  async close(): Promise<void> {
+    await this.status?.close();
+    this.revocation?.close();
+    this.material?.close();
+  }
+}
+
+async function openMaterial(opts: CommonOpts, s: Settings, log: Logger, res: Resources): Promise<void> {
+  const material = await loadTlsMaterial(await tlsFilesOf(opts));
+  res.material = material;
+  material.on("reloadError", (err: Error) =>
+    log.warn({ err: err.message }, "new TLS files refused; the previous ones stay in force"),
+  );
+  material.watch(s.reloadIntervalMs ? { intervalMs: s.reloadIntervalMs } : {});
+  if (opts.crl?.length || opts.ocsp) {
+    res.revocation = await createRevocationChecker({
+      ...(opts.crl?.length ? { crl: opts.crl } : {}),
+      ...(opts.ocsp ? { ocsp: true } : {}),
+      onError: (err, source) => log.warn({ err: err.message, source }, "revocation data problem"),
+    });
+  }
+}
+
+interface Runnable {
+  start(): Promise<Address>;
+  stop(deadlineMs: number): Promise<StopResult>;
+  ready(): Promise<{ ok: boolean; detail: string }>;
+}
+
+/**
+ * Runs a tunnel until SIGTERM or SIGINT: prints one line when listening, reloads the TLS files on
+ * SIGHUP, and on the first SIGTERM/SIGINT stops accepting and drains for --shutdown-timeout (a
+ * second signal cuts what is left at once).
+ */
+async function run(
+  kind: "server" | "client",
+  tunnel: Runnable,
+  target: Address,
+  s: Settings,
+  log: Logger,
+  res: Resources,
+): Promise<void> {
+  const bound = await tunnel.start();
+  if (s.status) {
+    res.status = await startStatusServer({
+      listen: listenOptions(s.status),
+      registry: defaultRegistry(),
+      ready: () => tunnel.ready(),
+    });
+  }
+  const statusAddr = res.status?.address;
+  const statusText =
+    statusAddr && typeof statusAddr === "object"
+      ? `; status on ${formatAddress({ kind: "tcp", host: statusAddr.address, port: statusAddr.port })}`
+      : statusAddr
+        ? `; status on unix:${statusAddr}`
+        : "";
+  note(`mtls: tunnel ${kind} listening on ${formatAddress(bound)} → ${formatAddress(target)}${statusText}`);
+
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const onHup = () => {
+      log.info("SIGHUP: reloading the TLS files");
+      res.material?.reload().then(
+        (changed) => log.info({ changed }, changed ? "TLS files reloaded" : "TLS files unchanged"),
+        (err: Error) => log.warn({ err: err.message }, "reload failed"),
+      );
+    };
+    const onStop = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log.warn({ signal }, "second signal: closing every connection now");
+        void tunnel.stop(0);
+        return;
+      }
+      log.info({ signal, deadlineMs: s.shutdownTimeoutMs }, "shutting down");
+      tunnel.stop(s.shutdownTimeoutMs).then(
+        (r) => {
+          log.info(r, "tunnel stopped");
+          process.off("SIGHUP", onHup);
+          process.off("SIGTERM", onStop);
+          process.off("SIGINT", onStop);
+          resolve();
+        },
+        (err: Error) => {
+          log.error({ err: err.message }, "stop failed");
+          resolve();
+        },
+      );
+    };
+    process.on("SIGHUP", onHup);
+    process.on("SIGTERM", onStop);
+    process.on("SIGINT", onStop);
+  });
+}
+
+async function runServer(opts: ServerOpts): Promise<void> {
+  const s = settingsOf(opts);
+  const listen = parseAddress(opts.listen, "--listen", { allowPortZero: true, allowAnyHost: true });
+  const target = parseAddress(opts.target, "--target");
+  const rules = rulesFromFlags(opts);
+  if (rules.length === 0) throw new MtlsError("E_USAGE", "deny by default: give at least one --allow-* rule");
+  const policy = compilePolicy(rules);
+  const log = createLogger({ level: s.logLevel, name: "mtls-tunnel-server" });
+  const res = new Resources();
+  try {
+    await openMaterial(opts, s, log, res);
+    const tunnel = new TunnelServer({
+      listen,
+      routes: [{ target, policy }],
+      material: res.material as TlsMaterial,
+      ...(res.revocation ? { revocation: res.revocation } : {}),
+      logger: log,
+      registry: defaultRegistry(),
+      handshakeTimeoutMs: s.handshakeTimeoutMs,
+      connectTimeoutMs: s.connectTimeoutMs,
+      idleTimeoutMs: s.idleTimeoutMs,
+      maxConnections: s.maxConnections,
+      maxConnLifetimeMs: s.maxConnLifetimeMs,
+      proxyProtocol: opts.proxyProtocol ?? false,
+      unsafeTarget: opts.unsafeTarget ?? false,
+    });
+    await run("server", tunnel, target, s, log, res);
+  } finally {
+    await res.close();
+  }
+  exitSoon();
+}
+
+async function runClient(opts: ClientOpts): Promise<void> {
+  const s = settingsOf(opts);
+  const listen = parseAddress(opts.listen, "--listen", { allowPortZero: true, allowAnyHost: true });
+  const target = parseAddress(opts.target, "--target");
+  const log = createLogger({ level: s.logLevel, name: "mtls-tunnel-client" });
+  const res = new Resources();
+  try {
+    await openMaterial(opts, s, log, res);
+    const tunnel = new TunnelClient({
+      listen,
+      target,
+      material: res.material as TlsMaterial,
+      ...(res.revocation ? { revocation: res.revocation } : {}),
+      logger: log,
+      registry: defaultRegistry(),
+      ...(opts.serverName ? { serverName: opts.serverName } : {}),
+      ...(opts.verifyDns ? { verifyDns: opts.verifyDns } : {}),
+      ...(opts.verifyUri ? { verifyUri: opts.verifyUri } : {}),
+      ...(opts.proxy ? { proxy: opts.proxy } : {}),
+      handshakeTimeoutMs: s.handshakeTimeoutMs,
+      connectTimeoutMs: s.connectTimeoutMs,
+      idleTimeoutMs: s.idleTimeoutMs,
+      maxConnections: s.maxConnections,
+      maxConnLifetimeMs: s.maxConnLifetimeMs,
+      unsafeListen: opts.unsafeListen ?? false,
+    });
+    await run("client", tunnel, target, s, log, res);
+  } finally {
+    await res.close();
+  }
+  exitSoon();
+}
+
+/**
+ * After a graceful stop everything is closed and the process ends by itself; should a handle
+ * linger (a stuck DNS lookup, a library timer), exit anyway a moment later.
+ */
+function exitSoon(): void {
+  setTimeout(() => process.exit(process.exitCode ?? 0), 2000).unref();
+}

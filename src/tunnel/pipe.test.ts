@@ -1,0 +1,199 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
+import { after, describe, it } from "node:test";
+import { pipeSockets } from "./pipe.js";
+
+/** A listening server on 127.0.0.1 that hands its accepted sockets out one by one. */
+async function acceptor(): Promise<{ server: Server; port: number; next: () => Promise<Socket> }> {
+  const queue: Socket[] = [];
+  const waiters: ((s: Socket) => void)[] = [];
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    const w = waiters.shift();
+    if (w) w(s);
+    else queue.push(s);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return {
+    server,
+    port: (server.address() as AddressInfo).port,
+    next: () => {
+      const s = queue.shift();
+      return s ? Promise.resolve(s) : new Promise((resolve) => waiters.push(resolve));
+    },
+  };
+}
+
+/**
+ * client ──▶ [a | pipe | b] ──▶ backend: `client` is the user's end, `backend` the service's end,
+ * `a` and `b` the tunnel's two sockets.
+ */
+async function setup() {
+  const front = await acceptor();
+  const back = await acceptor();
+  const client = connect({ port: front.port, host: "127.0.0.1", allowHalfOpen: true });
+  const a = await front.next();
+  const b = connect({ port: back.port, host: "127.0.0.1", allowHalfOpen: true });
+  const backend = await back.next();
+  await once(b, "connect");
+  const close = () => {
+    for (const s of [client, a, b, backend]) s.destroy();
+    front.server.close();
+    back.server.close();
+  };
+  return { client, a, b, backend, close };
+}
+
+function collect(s: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let text = "";
+    s.setEncoding("utf8");
+    s.on("data", (d) => {
+      text += d;
+    });
+    s.on("end", () => resolve(text));
+  });
+}
+
+/** Fails the test instead of hanging when something never happens. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      t = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
+}
+
+const cleanups: (() => void)[] = [];
+after(() => {
+  for (const c of cleanups) c();
+});
+
+describe("pipe", () => {
+  it("carries a half-close through: the client ends its writes and still reads the answer", async () => {
+    const t = await setup();
+    cleanups.push(t.close);
+    const pipe = pipeSockets(t.a, t.b);
+    const atBackend = collect(t.backend);
+    const atClient = collect(t.client);
+    t.client.end("hello");
+    assert.equal(await within(atBackend, 2000, "backend sees FIN"), "hello");
+    // The backend learned of the FIN and still writes; the client still reads.
+    t.backend.write("wor");
+    await new Promise((r) => setTimeout(r, 20));
+    t.backend.end("ld");
+    assert.equal(await within(atClient, 2000, "client sees the rest"), "world");
+    const r = await within(pipe.done, 2000, "pipe done");
+    assert.deepEqual(r, { bytesIn: 5, bytesOut: 5, reason: "closed" });
+    assert.ok(t.a.destroyed && t.b.destroyed);
+  });
+
+  it("destroys both sides when one resets", async () => {
+    const t = await setup();
+    cleanups.push(t.close);
+    const pipe = pipeSockets(t.a, t.b);
+    t.client.write("x");
+    await new Promise((r) => setTimeout(r, 20));
+    t.backend.resetAndDestroy();
+    const r = await within(pipe.done, 2000, "pipe done");
+    assert.ok(r.reason === "reset" || r.reason === "error", r.reason);
+    t.client.resume();
+    await within(once(t.client, "end"), 2000, "client sees the close");
+  });
+
+  it("closes both sides after the idle timeout", async () => {
+    const t = await setup();
+    cleanups.push(t.close);
+    const pipe = pipeSockets(t.a, t.b, { idleTimeoutMs: 150 });
+    t.client.write("ping");
+    const started = Date.now();
+    const r = await within(pipe.done, 2000, "idle timeout");
+    assert.equal(r.reason, "idle_timeout");
+    assert.ok(Date.now() - started >= 140);
+    t.client.resume();
+    await within(once(t.client, "end"), 2000, "client sees the close");
+  });
+
+  it("close(reason) ends it with that reason", async () => {
+    const t = await setup();
+    cleanups.push(t.close);
+    const pipe = pipeSockets(t.a, t.b);
+    pipe.close("revoked");
+    pipe.close("later reasons lose");
+    assert.equal((await pipe.done).reason, "revoked");
+  });
+
+  it("respects backpressure: 200 MB into a slow reader stay within a few MB of buffers", async (tc) => {
+    const t = await setup();
+    cleanups.push(t.close);
+    const TOTAL = 200 * 1024 * 1024;
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    let counted = 0;
+    const pipe = pipeSockets(t.a, t.b, {
+      onData: (dir, n) => {
+        if (dir === "in") counted += n;
+      },
+    });
+    let maxBuffered = 0;
+    const sample = () => {
+      const buffered = t.a.readableLength + t.a.writableLength + t.b.readableLength + t.b.writableLength;
+      maxBuffered = Math.max(maxBuffered, buffered);
+    };
+    const sampler = setInterval(sample, 2);
+    const rssBefore = process.memoryUsage().rss;
+    let maxRss = rssBefore;
+    const rssSampler = setInterval(() => {
+      maxRss = Math.max(maxRss, process.memoryUsage().rss);
+    }, 20);
+
+    // The writer writes as fast as the tunnel lets it.
+    let written = 0;
+    const writer = (async () => {
+      while (written < TOTAL) {
+        written += chunk.length;
+        if (!t.client.write(chunk)) await once(t.client, "drain");
+      }
+      t.client.end();
+    })();
+
+    // The reader does not read at all for 500 ms: the writer must stall.
+    t.backend.pause();
+    await new Promise((r) => setTimeout(r, 500));
+    sample();
+    const writtenWhileStalled = written;
+    assert.ok(
+      writtenWhileStalled < 32 * 1024 * 1024,
+      `the writer got ${writtenWhileStalled} bytes in while nothing was read`,
+    );
+    // Then it reads slowly: a pause of 2 ms after every MB.
+    let received = 0;
+    let sinceRest = 0;
+    t.backend.on("data", (d: Buffer) => {
+      received += d.length;
+      sinceRest += d.length;
+      if (sinceRest >= 1024 * 1024) {
+        sinceRest = 0;
+        t.backend.pause();
+        setTimeout(() => t.backend.resume(), 2);
+      }
+    });
+    t.backend.resume();
+    await within(once(t.backend, "end"), 60_000, "200 MB through");
+    await writer;
+    clearInterval(sampler);
+    clearInterval(rssSampler);
+    t.backend.end();
+    const r = await within(pipe.done, 5000, "pipe done");
+    assert.equal(received, TOTAL);
+    assert.equal(r.bytesIn, TOTAL);
+    assert.equal(counted, TOTAL);
+    tc.diagnostic(
+      `stalled writer got ${(writtenWhileStalled / 1048576).toFixed(1)} MB in; max buffered in the tunnel ${(maxBuffered / 1048576).toFixed(2)} MB; RSS +${((maxRss - rssBefore) / 1048576).toFixed(1)} MB`,
+    );
+    assert.ok(maxBuffered < 4 * 1024 * 1024, `the tunnel buffered up to ${maxBuffered} bytes`);
+    assert.ok(maxRss - rssBefore < 100 * 1024 * 1024, `RSS grew by ${maxRss - rssBefore} bytes`);
+  });
+});

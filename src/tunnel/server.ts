@@ -1,0 +1,373 @@
+import type { Socket } from "node:net";
+import type { SecureContextOptions } from "node:tls";
+import { createServer, type TLSSocket, type Server as TlsServer } from "node:tls";
+import { MtlsError } from "../errors.js";
+import type { PeerIdentity, Policy } from "../policy/index.js";
+import type { RefusalReason, TlsMaterial } from "../tls/index.js";
+import { type Address, formatAddress, isLoopback } from "./address.js";
+import {
+  DEFAULT_TIMEOUTS,
+  KEEPALIVE_MS,
+  type StopResult,
+  TunnelBase,
+  type TunnelCommonOptions,
+} from "./base.js";
+import type { LiveConnection } from "./live.js";
+import { ConnectError, connectWithTimeout, listenOn, probe } from "./net-util.js";
+import { type PipeResult, pipeSockets } from "./pipe.js";
+import {
+  buildProxyHeaderV2,
+  certificateAlgorithms,
+  endpointOf,
+  PP2_CLIENT,
+  type ProxyEndpoint,
+} from "./proxy-protocol.js";
+import { auditIdentity, describeTlsError, handshakeFailureReason, peerOf } from "./report.js";
+
+/** Where verified peers go: one route per TLS server name (SNI), and one default without. */
+export interface Route {
+  /** Exact server name (case-insensitive) or "*.example.test" (one label); absent: the default route. */
+  serverName?: string;
+  target: Address;
+  policy: Policy;
+}
+
+export interface TunnelServerOptions extends TunnelCommonOptions {
+  routes: Route[];
+  /** Send a PROXY protocol v2 header (addresses, TLS details, client certificate) to the target first. */
+  proxyProtocol?: boolean;
+  /** Allow a target that is neither loopback nor a Unix socket (plain text over a network). */
+  unsafeTarget?: boolean;
+}
+
+/**
+ * An mTLS tunnel server: accepts TLS with a required client certificate, verifies the peer
+ * (chain, purpose, validity, revocation), authorizes its identity against the route's policy, then
+ * pipes the connection to the route's plain TCP (or Unix socket) target.
+ *
+ * The handshake itself never rejects (`rejectUnauthorized: false`): every refusal is decided after
+ * it, so it is logged, counted and audited with its reason. Events: "listening" (address),
+ * "connection" (audit fields, when a connection ends or is refused), "reload" (new leaf),
+ * "revoked" (a connection closed because its certificate was revoked).
+ */
+export class TunnelServer extends TunnelBase {
+  private readonly opts: TunnelServerOptions;
+  private readonly server: TlsServer;
+  private bound: Address | undefined;
+
+  constructor(opts: TunnelServerOptions) {
+    validateRoutes(opts);
+    super(opts, formatAddress(opts.listen));
+    this.opts = opts;
+    this.server = createServer({
+      ...contextOptionsOf(opts.material),
+      requestCert: true,
+      rejectUnauthorized: false,
+      handshakeTimeout: opts.handshakeTimeoutMs ?? DEFAULT_TIMEOUTS.handshakeTimeoutMs,
+      allowHalfOpen: true,
+      noDelay: true,
+      // Peers that vanish without a FIN are found by TCP keepalive, not only by the idle timeout.
+      keepAlive: true,
+      keepAliveInitialDelay: KEEPALIVE_MS,
+    });
+    this.applyContext();
+    if (opts.maxConnections && opts.maxConnections > 0) this.server.maxConnections = opts.maxConnections;
+    this.server.on("connection", (s: Socket) => this.onTcp(s));
+    this.server.on("drop", (d?: { remoteAddress?: string; remotePort?: number }) => this.onDrop(d));
+    this.server.on("tlsClientError", (err: NodeJS.ErrnoException, tls: TLSSocket) =>
+      this.refuse(tls, handshakeFailureReason(err), describeTlsError(err), this.clock()),
+    );
+    this.server.on("secureConnection", (tls: TLSSocket) => {
+      this.onSecure(tls).catch((err: Error) => {
+        this.log.error({ err: err.message }, "unexpected error on a connection");
+        tls.destroy();
+      });
+    });
+  }
+
+  /** Starts listening; rejects with an E_IO MtlsError (address in use, ...). */
+  async start(): Promise<Address> {
+    this.bound = await listenOn(this.server, this.opts.listen, "tunnel server");
+    this.log.info(
+      {
+        listen: formatAddress(this.bound),
+        routes: this.opts.routes.map((r) => ({
+          serverName: r.serverName ?? "*",
+          target: formatAddress(r.target),
+        })),
+      },
+      "tunnel server listening",
+    );
+    this.emit("listening", this.bound);
+    return this.bound;
+  }
+
+  /** The address bound by start(). */
+  address(): Address {
+    if (!this.bound) throw new MtlsError("E_USAGE", "the tunnel server is not listening");
+    return this.bound;
+  }
+
+  /** For /readyz: listening, not stopping, and every target accepts connections. */
+  async ready(): Promise<{ ok: boolean; detail: string }> {
+    if (!this.bound || !this.server.listening) return { ok: false, detail: "not listening" };
+    if (this.stopping) return { ok: false, detail: "shutting down" };
+    const probes = await Promise.all(this.opts.routes.map((r) => probe(r.target, 2000)));
+    return {
+      ok: probes.every((p) => p.ok),
+      detail: `listening on ${formatAddress(this.bound)}; target ${probes.map((p) => p.detail).join("; ")}`,
+    };
+  }
+
+  /**
+   * Graceful stop: stops accepting, lets open connections finish until `deadlineMs` has passed,
+   * then cuts the rest. Handshakes in progress are dropped at once.
+   */
+  stop(deadlineMs = 30_000): Promise<StopResult> {
+    return this.drain(deadlineMs, () => this.server.close());
+  }
+
+  protected override materialReloaded(): void {
+    this.applyContext();
+    super.materialReloaded();
+  }
+
+  /**
+   * New connections get the material's current context; open ones keep theirs. Node's
+   * server.setSecureContext() takes context *options*, not a SecureContext, so the options are used
+   * when the material offers them (tls/material.ts does, as contextOptions()).
+   */
+  private applyContext(): void {
+    const options = contextOptionsOf(this.opts.material);
+    if (options) {
+      this.server.setSecureContext(options);
+    } else {
+      // A material without contextOptions(): hand the SecureContext to the server directly. Node's
+      // connection listener reads `_sharedCreds` for every new connection (checked on Node 20).
+      (this.server as unknown as { _sharedCreds: unknown })._sharedCreds = this.opts.material.current();
+    }
+  }
+
+  private onTcp(s: Socket): void {
+    this.track(s);
+    this.metrics.connectionsTotal.inc({ tunnel: this.name });
+    if (this.stopping) s.destroy();
+  }
+
+  private onDrop(d?: { remoteAddress?: string; remotePort?: number }): void {
+    this.metrics.connectionsTotal.inc({ tunnel: this.name });
+    this.metrics.rejected.inc({ tunnel: this.name, reason: "max_connections" });
+    this.log.warn(
+      { peer: d ? peerOf(d) : "unknown", maxConnections: this.opts.maxConnections },
+      "connection dropped: too many connections",
+    );
+  }
+
+  private refuse(
+    tls: TLSSocket,
+    reason: RefusalReason,
+    detail: string,
+    startedAt: Date,
+    identity?: PeerIdentity,
+  ): void {
+    this.metrics.handshakeFailures.inc({ tunnel: this.name, reason });
+    this.audit({
+      tunnel: this.name,
+      peer: this.peer(tls),
+      allowed: false,
+      reason,
+      detail,
+      ...(identity ? { identity: auditIdentity(identity) } : {}),
+      ...(typeof tls.servername === "string" ? { serverName: tls.servername } : {}),
+      bytesIn: 0,
+      bytesOut: 0,
+      durationMs: this.clock().getTime() - startedAt.getTime(),
+      startedAt,
+    });
+    tls.destroy();
+  }
+
+  private peer(tls: TLSSocket): string {
+    const l = this.opts.listen;
+    return peerOf(tls, l.kind === "unix" ? l.path : undefined);
+  }
+
+  private route(serverName: string | false | null | undefined): Route | undefined {
+    const name = typeof serverName === "string" ? serverName.toLowerCase() : undefined;
+    const routes = this.opts.routes;
+    if (name) {
+      const exact = routes.find((r) => r.serverName?.toLowerCase() === name);
+      if (exact) return exact;
+      const dot = name.indexOf(".");
+      const wild = dot > 0 ? `*${name.slice(dot)}` : undefined;
+      const w = wild && routes.find((r) => r.serverName?.toLowerCase() === wild);
+      if (w) return w;
+    }
+    return routes.find((r) => r.serverName === undefined);
+  }
+
+  private async onSecure(tls: TLSSocket): Promise<void> {
+    const startedAt = this.clock();
+    // From here on, errors are reported by the refusal or the pipe; never crash on one.
+    tls.on("error", () => undefined);
+    if (this.stopping) {
+      tls.destroy();
+      return;
+    }
+    const resumed = tls.isSessionReused();
+    if (resumed) this.metrics.resumed.inc({ tunnel: this.name });
+    const v = await this.verify(tls, {
+      purpose: "client",
+      ...(this.revocation ? { revocation: this.revocation } : {}),
+      clock: this.clock,
+    });
+    if (!v.ok) return this.refuse(tls, v.reason, v.detail, startedAt, v.identity);
+    const route = this.route(tls.servername);
+    if (!route) {
+      return this.refuse(
+        tls,
+        "bad_name",
+        `no route for server name "${tls.servername}"`,
+        startedAt,
+        v.identity,
+      );
+    }
+    const decision = route.policy.authorize(v.identity);
+    if (!decision.allowed) return this.refuse(tls, "not_allowed", decision.reason, startedAt, v.identity);
+    if (tls.destroyed || this.stopping) {
+      tls.destroy();
+      return;
+    }
+
+    const report = (result: PipeResult, detail?: string) =>
+      this.audit({
+        tunnel: this.name,
+        peer: this.peer(tls),
+        target: formatAddress(route.target),
+        identity: auditIdentity(v.identity),
+        allowed: true,
+        reason: result.reason,
+        ...(detail || result.error ? { detail: detail ?? result.error?.message } : {}),
+        ...(decision.rule ? { rule: decision.rule } : {}),
+        ...(typeof tls.servername === "string" ? { serverName: tls.servername } : {}),
+        resumed,
+        bytesIn: result.bytesIn,
+        bytesOut: result.bytesOut,
+        durationMs: this.clock().getTime() - startedAt.getTime(),
+        startedAt,
+      });
+
+    let target: Socket;
+    try {
+      target = await connectWithTimeout(
+        route.target,
+        this.opts.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectTimeoutMs,
+      );
+    } catch (err) {
+      const reason = err instanceof ConnectError ? err.reason : "target_unreachable";
+      this.metrics.rejected.inc({ tunnel: this.name, reason });
+      tls.destroy();
+      report({ bytesIn: 0, bytesOut: 0, reason }, (err as Error).message);
+      return;
+    }
+    if (tls.destroyed || this.stopping) {
+      target.destroy();
+      tls.destroy();
+      return;
+    }
+    if (this.opts.proxyProtocol) target.write(this.proxyHeader(tls, v.identity, resumed));
+
+    const labels = { tunnel: this.name };
+    const bytesIn = this.metrics.bytes.labels({ ...labels, direction: "in" });
+    const bytesOut = this.metrics.bytes.labels({ ...labels, direction: "out" });
+    const pipe = pipeSockets(tls, target, {
+      ...(this.opts.idleTimeoutMs ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
+      onData: (dir, n) => (dir === "in" ? bytesIn.inc(n) : bytesOut.inc(n)),
+    });
+    let closeDetail: string | undefined;
+    const conn: LiveConnection = {
+      id: this.nextId++,
+      startedAt,
+      leaf: v.leaf,
+      tls,
+      close: (reason, detail) => {
+        closeDetail ??= detail;
+        pipe.close(reason);
+      },
+    };
+    this.live.add(conn);
+    this.metrics.connectionsOpen.inc(labels);
+    const lifetime = this.lifetimeTimer(conn);
+    this.log.debug(
+      {
+        peer: this.peer(tls),
+        serial: v.leaf.serial,
+        rule: decision.rule,
+        target: formatAddress(route.target),
+      },
+      "connection allowed",
+    );
+    const result = await pipe.done;
+    lifetime.cancel();
+    this.live.delete(conn);
+    this.metrics.connectionsOpen.dec(labels);
+    report(result, closeDetail);
+  }
+
+  private proxyHeader(tls: TLSSocket, identity: PeerIdentity, resumed: boolean): Buffer {
+    let source: ProxyEndpoint | undefined = endpointOf(tls.remoteAddress, tls.remotePort);
+    let destination: ProxyEndpoint | undefined = endpointOf(tls.localAddress, tls.localPort);
+    const l = this.opts.listen;
+    if (l.kind === "unix") {
+      source = { family: "unix", path: "" };
+      destination = { family: "unix", path: l.path };
+    }
+    const protocol = tls.getProtocol();
+    const cipher = tls.getCipher()?.name;
+    return buildProxyHeaderV2({
+      command: "proxy",
+      ...(source && destination ? { source, destination } : {}),
+      ...(typeof tls.alpnProtocol === "string" ? { alpn: tls.alpnProtocol } : {}),
+      ...(typeof tls.servername === "string" ? { authority: tls.servername } : {}),
+      ssl: {
+        // HAProxy's meaning: CERT_CONN when the certificate came in this very handshake, CERT_SESS
+        // when the TLS session (a resumed one included) carries one.
+        client: PP2_CLIENT.SSL | PP2_CLIENT.CERT_SESS | (resumed ? 0 : PP2_CLIENT.CERT_CONN),
+        verify: 0,
+        ...(protocol ? { version: protocol } : {}),
+        ...(identity.commonName ? { cn: identity.commonName } : {}),
+        ...(cipher ? { cipher } : {}),
+        ...certificateAlgorithms(identity.der),
+        clientCert: identity.der,
+      },
+    });
+  }
+}
+
+function validateRoutes(opts: TunnelServerOptions): void {
+  if (opts.routes.length === 0) throw new MtlsError("E_USAGE", "a tunnel server needs at least one route");
+  const names = new Set<string>();
+  for (const r of opts.routes) {
+    const key = r.serverName?.toLowerCase() ?? "";
+    if (names.has(key)) {
+      throw new MtlsError(
+        "E_USAGE",
+        r.serverName
+          ? `two routes for server name ${r.serverName}`
+          : "two default routes (without a server name)",
+      );
+    }
+    names.add(key);
+    if (!opts.unsafeTarget && !isLoopback(r.target)) {
+      throw new MtlsError(
+        "E_USAGE",
+        `the target ${formatAddress(r.target)} is neither loopback nor a Unix socket: its plain-text leg would cross a network (pass --unsafe-target if that is intended)`,
+      );
+    }
+  }
+}
+
+function contextOptionsOf(material: TlsMaterial): SecureContextOptions | undefined {
+  const m = material as TlsMaterial & { contextOptions?: () => SecureContextOptions };
+  return typeof m.contextOptions === "function" ? m.contextOptions() : undefined;
+}
