@@ -5,10 +5,10 @@ import type { StatePaths } from "../config/state.js";
 import { MtlsError } from "../errors.js";
 import { loadSoftwareSigner } from "../keys/index.js";
 import { buildCertificate, randomSerial } from "../pki/certificate.js";
-import { type CertInfo, certToPem, parseCertificate, parseCertificates } from "../pki/certinfo.js";
+import { type CertInfo, certToPem, parseCertificate, parseCertificates, sha256Hex } from "../pki/certinfo.js";
 import { buildCrl, type CrlEntry, type CrlInfo, crlToPem, parseCrls, type ReasonName } from "../pki/crl.js";
 import { generateKeyPair, type KeyType, keyTypeOf, publicKeyFromSpki, spkiOf } from "../pki/keys.js";
-import { buildName, formatSan, type San } from "../pki/names.js";
+import { buildName, formatName, formatSan, type San } from "../pki/names.js";
 import type { Signer } from "../pki/signer.js";
 import type { CertificateRecord, Store } from "../store/index.js";
 import {
@@ -45,7 +45,9 @@ export interface IssueRequest {
 
 export interface Issued {
   record: CertificateRecord;
-  certificate: CertInfo;
+  /** The certificate parsed (on first use). */
+  readonly certificate: CertInfo;
+  der: Uint8Array;
   /** Leaf then intermediate, PEM. */
   chainPem: string;
   /** Present when the CA generated the key. */
@@ -161,41 +163,61 @@ export class CertificateAuthority {
       sans: req.sans,
       publicUrl: this.settings.publicUrl,
     });
+    const subject = {
+      organization: this.settings.name,
+      organizationalUnit: req.organizationalUnit,
+      commonName: req.commonName ?? req.name,
+    };
+    const serial = randomSerial();
+    const notBefore = new Date(now.getTime() - BACKDATE_MS);
     const der = await buildCertificate(
       {
-        serial: randomSerial(),
+        serial,
         issuer: issuerNameDer(this.intermediate),
-        subject: buildName({
-          organization: this.settings.name,
-          organizationalUnit: req.organizationalUnit,
-          commonName: req.commonName ?? req.name,
-        }),
-        notBefore: new Date(now.getTime() - BACKDATE_MS),
+        subject: buildName(subject),
+        notBefore,
         notAfter,
         spki,
         extensions,
       },
       signer,
     );
-    const certificate = parseCertificate(der);
-    const record = recordFor(certificate, {
+    // The record is written from what was just encoded; parsing the certificate back would cost
+    // more than everything else in issuance together (see bench/issue.ts).
+    const wholeSecond = (d: Date) => new Date(Math.floor(d.getTime() / 1000) * 1000);
+    const record: CertificateRecord = {
+      serial,
       name: req.name,
       profile: req.profile,
-      issuerSerial: this.intermediate.serial,
+      subject: formatName(subject),
+      sans: req.sans.map(formatSan),
+      keyType,
+      notBefore: wholeSecond(notBefore),
+      notAfter: wholeSecond(notAfter),
       status: req.pending ? "pending" : "valid",
+      revokedAt: null,
+      revocationReason: null,
+      fingerprint: sha256Hex(der),
+      issuerSerial: this.intermediate.serial,
+      pem: certToPem(der),
       certPath: req.pending?.certPath ?? null,
       keyPath: req.pending?.keyPath ?? null,
       p12Path: req.pending?.p12Path ?? null,
-      now,
-    });
+      createdAt: now,
+    };
     await this.store.transaction(async (tx) => {
       await tx.insertCertificate(record);
       if (!req.pending) await tx.appendAudit(issueEvent(record, req.actor, now));
     });
+    let parsed: CertInfo | undefined;
     return {
       record,
-      certificate,
-      chainPem: certToPem(der) + this.intermediatePem,
+      get certificate() {
+        parsed ??= parseCertificate(der);
+        return parsed;
+      },
+      der,
+      chainPem: record.pem + this.intermediatePem,
       ...(privateKey ? { privateKey } : {}),
       warnings: warningsFor(req.profile, keyType),
     };

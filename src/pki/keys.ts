@@ -73,7 +73,24 @@ export function publicKeyFromSpki(spki: Uint8Array): KeyObject {
   }
 }
 
+// SubjectPublicKeyInfo headers for fixed-size keys: the key bytes follow. Going through JWK is
+// about 20x faster than OpenSSL 3's SPKI encoder, which shows in issuance throughput.
+const SPKI_PREFIX: Record<string, Buffer> = {
+  "P-256": Buffer.from("3059301306072a8648ce3d020106082a8648ce3d030107034200", "hex"),
+  "P-384": Buffer.from("3076301006072a8648ce3d020106052b81040022036200", "hex"),
+  Ed25519: Buffer.from("302a300506032b6570032100", "hex"),
+};
+
 export function spkiOf(key: KeyObject): Uint8Array {
+  if (key.asymmetricKeyType === "ec" || key.asymmetricKeyType === "ed25519") {
+    const jwk = key.export({ format: "jwk" });
+    const prefix = SPKI_PREFIX[jwk.crv ?? ""];
+    if (prefix && jwk.x) {
+      const x = Buffer.from(jwk.x, "base64url");
+      const point = jwk.y ? [Buffer.from([4]), x, Buffer.from(jwk.y, "base64url")] : [x];
+      return new Uint8Array(Buffer.concat([prefix, ...point]));
+    }
+  }
   const pub = key.type === "private" ? createPublicKey(key) : key;
   return new Uint8Array(pub.export({ format: "der", type: "spki" }));
 }

@@ -2,6 +2,7 @@ import "reflect-metadata";
 import { isIP } from "node:net";
 import { Name } from "@peculiar/x509";
 import { MtlsError } from "../errors.js";
+import { derSequence, derTlv } from "./der.js";
 
 /** A subject alternative name as mtls writes it everywhere: `dns:web.acme.test`, `uri:spiffe://…`. */
 export type SanType = "dns" | "ip" | "email" | "uri";
@@ -104,18 +105,36 @@ export interface SubjectFields {
   country?: string;
 }
 
-/** DER of a distinguished name, most significant first: C, O, OU…, CN. */
+const ATTR_OID = {
+  C: [0x06, 0x03, 0x55, 0x04, 0x06],
+  O: [0x06, 0x03, 0x55, 0x04, 0x0a],
+  OU: [0x06, 0x03, 0x55, 0x04, 0x0b],
+  CN: [0x06, 0x03, 0x55, 0x04, 0x03],
+} as const;
+
+/** PrintableString when every character allows it (what CAs customarily write), else UTF8String. */
+function directoryString(value: string): Uint8Array {
+  return /^[A-Za-z0-9 '()+,\-./:=?]*$/.test(value)
+    ? derTlv(0x13, Buffer.from(value, "ascii"))
+    : derTlv(0x0c, Buffer.from(value, "utf8"));
+}
+
+const rdn = (type: keyof typeof ATTR_OID, value: string) =>
+  derTlv(0x31, derSequence(new Uint8Array(ATTR_OID[type]), directoryString(value)));
+
+/** DER of a distinguished name, most significant first: C, O, OU…, CN; one attribute per RDN. */
 export function buildName(fields: SubjectFields): Uint8Array {
-  const rdns: Record<string, string[]>[] = [];
+  const rdns: Uint8Array[] = [];
   if (fields.country) {
     if (!/^[A-Z]{2}$/.test(fields.country))
       throw new MtlsError("E_BAD_INPUT", `invalid country code "${fields.country}"`);
-    rdns.push({ C: [fields.country] });
+    rdns.push(rdn("C", fields.country));
   }
-  if (fields.organization) rdns.push({ O: [checkAttr("organization", fields.organization)] });
-  for (const ou of fields.organizationalUnit ?? []) rdns.push({ OU: [checkAttr("organizational unit", ou)] });
-  if (fields.commonName) rdns.push({ CN: [checkAttr("common name", fields.commonName)] });
-  return new Uint8Array(new Name(rdns).toArrayBuffer());
+  if (fields.organization) rdns.push(rdn("O", checkAttr("organization", fields.organization)));
+  for (const ou of fields.organizationalUnit ?? [])
+    rdns.push(rdn("OU", checkAttr("organizational unit", ou)));
+  if (fields.commonName) rdns.push(rdn("CN", checkAttr("common name", fields.commonName)));
+  return derSequence(...rdns);
 }
 
 function checkAttr(what: string, value: string): string {
@@ -125,6 +144,27 @@ function checkAttr(what: string, value: string): string {
     throw new MtlsError("E_BAD_INPUT", `invalid ${what} "${value}" (1 to 64 printable characters)`);
   }
   return value;
+}
+
+/**
+ * The subject buildName() encodes, as RFC 4514 text in the order it is written (the form
+ * CertInfo.subject takes), without encoding and parsing it.
+ */
+export function formatName(fields: SubjectFields): string {
+  const parts: string[] = [];
+  if (fields.country) parts.push(`C=${escapeRdnValue(fields.country)}`);
+  if (fields.organization) parts.push(`O=${escapeRdnValue(fields.organization)}`);
+  for (const ou of fields.organizationalUnit ?? []) parts.push(`OU=${escapeRdnValue(ou)}`);
+  if (fields.commonName) parts.push(`CN=${escapeRdnValue(fields.commonName)}`);
+  return parts.join(", ");
+}
+
+/** RFC 4514 §2.4: escape , + " \ < > ; anywhere, # and space at the start, space at the end. */
+function escapeRdnValue(value: string): string {
+  return value
+    .replace(/[,+"\\<>;]/g, "\\$&")
+    .replace(/^([# ])/, "\\$1")
+    .replace(/ $/, "\\ ");
 }
 
 export function nameToString(der: Uint8Array): string {

@@ -1,10 +1,13 @@
-import type { Kysely } from "kysely";
+import { type Compilable, CompiledQuery, type DialectAdapter, type Kysely, type QueryResult } from "kysely";
 import { MtlsError } from "../errors.js";
 import { canonicalJson, computeAuditHash, GENESIS_HASH, type HashedAuditEvent } from "./audit-chain.js";
 import { type CertificatePatch, certificateToRow, patchToRow, rowToCertificate, toIso } from "./rows.js";
 import type { Database } from "./schema.js";
 import { guard } from "./store-error.js";
 import type { AuditEvent, AuditEventInput, CertificateFilter, CertificateRecord, StoreTx } from "./types.js";
+
+/** Compiled SQL of the hot statements, per dialect (adapter): SQLite and PostgreSQL differ. */
+const HOT_SQL = new WeakMap<DialectAdapter, Map<string, string>>();
 
 const asList = <T>(value: T | T[] | undefined): T[] | undefined =>
   value === undefined ? undefined : Array.isArray(value) ? value : [value];
@@ -17,9 +20,36 @@ const asList = <T>(value: T | T[] | undefined): T[] | undefined =>
 export class KyselyStoreTx implements StoreTx {
   constructor(private readonly db: Kysely<Database>) {}
 
+  /**
+   * Runs a hot statement without rebuilding and recompiling Kysely's query tree each time, which
+   * costs more than SQLite executing it: the SQL compiled the first time is reused with the new
+   * parameters. Only when the compiled parameters are exactly `params` in order, so the cached
+   * SQL is known to take them in that order; otherwise the query simply runs as built.
+   */
+  async #hot<R>(name: string, build: () => Compilable<R>, params: unknown[]): Promise<QueryResult<R>> {
+    const adapter = this.db.getExecutor().adapter;
+    let byName = HOT_SQL.get(adapter);
+    if (!byName) {
+      byName = new Map();
+      HOT_SQL.set(adapter, byName);
+    }
+    const sql = byName.get(name);
+    if (sql !== undefined) return this.db.executeQuery<R>(CompiledQuery.raw(sql, params));
+    const compiled = build().compile();
+    const sameParams =
+      compiled.parameters.length === params.length && compiled.parameters.every((p, i) => p === params[i]);
+    if (sameParams) byName.set(name, compiled.sql);
+    return this.db.executeQuery<R>(compiled);
+  }
+
   insertCertificate(rec: CertificateRecord): Promise<void> {
     return guard(`could not insert certificate ${rec.serial}`, async () => {
-      await this.db.insertInto("certificates").values(certificateToRow(rec)).execute();
+      const row = certificateToRow(rec);
+      await this.#hot(
+        "insertCertificate",
+        () => this.db.insertInto("certificates").values(row),
+        Object.values(row),
+      );
     });
   }
 
@@ -85,12 +115,13 @@ export class KyselyStoreTx implements StoreTx {
     return guard("could not append to the audit log", async () => {
       const at = toIso(input.at, "at");
       const detailsJson = canonicalJson(input.details ?? {});
-      const last = await this.db
-        .selectFrom("audit_events")
-        .select(["seq", "hash"])
-        .orderBy("seq", "desc")
-        .limit(1)
-        .executeTakeFirst();
+      const [last] = (
+        await this.#hot(
+          "lastAuditEvent",
+          () => this.db.selectFrom("audit_events").select(["seq", "hash"]).orderBy("seq", "desc").limit(1),
+          [1],
+        )
+      ).rows;
       const event: HashedAuditEvent = {
         seq: last === undefined ? 1 : Number(last.seq) + 1,
         at: new Date(at),
@@ -101,19 +132,21 @@ export class KyselyStoreTx implements StoreTx {
       };
       const prevHash = last?.hash ?? GENESIS_HASH;
       const hash = computeAuditHash(prevHash, event);
-      await this.db
-        .insertInto("audit_events")
-        .values({
-          seq: event.seq,
-          at,
-          actor: event.actor,
-          action: event.action,
-          subject: event.subject,
-          details: detailsJson,
-          prev_hash: prevHash,
-          hash,
-        })
-        .execute();
+      const row = {
+        seq: event.seq,
+        at,
+        actor: event.actor,
+        action: event.action,
+        subject: event.subject,
+        details: detailsJson,
+        prev_hash: prevHash,
+        hash,
+      };
+      await this.#hot(
+        "insertAuditEvent",
+        () => this.db.insertInto("audit_events").values(row),
+        Object.values(row),
+      );
       return { ...event, prevHash, hash };
     });
   }

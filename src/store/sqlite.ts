@@ -43,7 +43,9 @@ export async function openSqliteStore(file: string, options: SqliteStoreOptions 
     sqlite?.close();
     throw storeError(`could not open the database ${file}`, err);
   }
-  const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({
+    dialect: new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }),
+  });
   try {
     await migrateToLatest(db);
   } catch (err) {
@@ -72,4 +74,28 @@ function restrictToOwner(file: string): void {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
   }
+}
+
+/**
+ * Kysely prepares every statement anew; the Store runs the same few statements over and over, and
+ * preparing one costs more than running it. better-sqlite3 statements are reusable, so keep them.
+ * (Kysely only streams with iterate() for streamQuery, which the Store never uses.)
+ */
+function withStatementCache(sqlite: BetterSqlite3.Database): BetterSqlite3.Database {
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  const prepare = sqlite.prepare.bind(sqlite);
+  return new Proxy(sqlite, {
+    get(target, prop, receiver) {
+      if (prop !== "prepare") return Reflect.get(target, prop, receiver);
+      return (sql: string) => {
+        let stmt = cache.get(sql);
+        if (!stmt) {
+          if (cache.size >= 256) cache.clear();
+          stmt = prepare(sql);
+          cache.set(sql, stmt);
+        }
+        return stmt;
+      };
+    },
+  });
 }
