@@ -3,6 +3,7 @@ import { statSync } from "node:fs";
 import type { Command } from "commander";
 import {
   type CertificateAuthority,
+  type Delivered,
   issueToFiles,
   openCa,
   parseProfile,
@@ -14,6 +15,7 @@ import { MtlsError } from "../errors.js";
 import { parseCsr } from "../pki/csr.js";
 import { parseKeyType } from "../pki/keys.js";
 import { formatSan, makeSan, type San } from "../pki/names.js";
+import type { CertificateRecord } from "../store/index.js";
 import {
   addPassphraseOption,
   addStateOption,
@@ -134,21 +136,7 @@ export function registerIssue(program: Command): void {
       for (const w of issued.warnings) note(`mtls: warning: ${w}`);
       const c = issued.certificate;
       if (opts.json) {
-        out(
-          JSON.stringify(
-            {
-              serial: c.serial,
-              subject: c.subject,
-              sans: c.sans.map(formatSan),
-              notAfter: c.notAfter,
-              fingerprint: c.fingerprint,
-              files,
-              ...(p12Password && !opts.p12PasswordFile ? { p12Password } : {}),
-            },
-            null,
-            2,
-          ),
-        );
+        out(resultJson(issued.record, files, p12Password && !opts.p12PasswordFile ? { p12Password } : {}));
         return;
       }
       out(`issued ${profile} certificate "${name}"  serial ${c.serial}  until ${isoDay(c.notAfter)}`);
@@ -210,20 +198,7 @@ export function registerSign(program: Command): void {
       for (const w of issued.warnings) note(`mtls: warning: ${w}`);
       const c = issued.certificate;
       if (opts.json) {
-        out(
-          JSON.stringify(
-            {
-              serial: c.serial,
-              subject: c.subject,
-              sans: c.sans.map(formatSan),
-              notAfter: c.notAfter,
-              fingerprint: c.fingerprint,
-              files,
-            },
-            null,
-            2,
-          ),
-        );
+        out(resultJson(issued.record, files));
         return;
       }
       out(`signed ${profile} certificate "${name}"  serial ${c.serial}  until ${isoDay(c.notAfter)}`);
@@ -231,6 +206,16 @@ export function registerSign(program: Command): void {
       out(`  ${files.ca} (root CA: the trust anchor)`);
     });
   });
+}
+
+/** What `issue --json` and `sign --json` print. */
+function resultJson(
+  rec: CertificateRecord,
+  files: Delivered["files"],
+  extra: Record<string, string> = {},
+): string {
+  const { serial, subject, sans, notAfter, fingerprint } = rec;
+  return JSON.stringify({ serial, subject, sans, notAfter, fingerprint, files, ...extra }, null, 2);
 }
 
 function isDirectory(path: string): boolean {
