@@ -10,6 +10,7 @@ import { registerList } from "./list.js";
 import { registerQuickstart } from "./quickstart.js";
 import { registerCrl, registerRevoke } from "./revoke.js";
 import { registerTunnel } from "./tunnel.js";
+import { registerUp } from "./up.js";
 import { registerVerify } from "./verify.js";
 
 const VERSION = "0.1.0";
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
     registerAudit,
     registerQuickstart,
     registerTunnel,
+    registerUp,
   ]) {
     register(program);
   }

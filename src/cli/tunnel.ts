@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { parseDuration } from "../config/duration.js";
+import { TUNNEL_DEFAULTS } from "../config/schema.js";
 import { resolveStateDir } from "../config/state.js";
 import { MtlsError } from "../errors.js";
 import {
@@ -12,42 +13,19 @@ import {
 } from "../observe/index.js";
 import { type AllowFlags, compilePolicy, rulesFromFlags } from "../policy/index.js";
 import {
-  createRevocationChecker,
-  loadTlsMaterial,
-  type RevocationChecker,
-  type TlsFiles,
-  type TlsMaterial,
-  tlsFilesFromState,
-} from "../tls/index.js";
-import {
   type Address,
+  type BuiltTunnel,
+  buildTunnel,
   formatAddress,
   listenOptions,
   parseAddress,
-  type StopResult,
-  TunnelClient,
-  TunnelServer,
+  type TlsSource,
+  type TunnelSpec,
 } from "../tunnel/index.js";
 import { collect, note } from "./common.js";
 
-/**
- * Defaults, chosen after ghostunnel and stunnel:
- *   --handshake-timeout 10s   (ghostunnel's --connect-timeout covers the same ground with 10s)
- *   --connect-timeout   10s   (ghostunnel: 10s)
- *   --idle-timeout      12h   (stunnel's TIMEOUTidle; ghostunnel has none; "off" disables)
- *   --max-connections   0     (no limit, as ghostunnel's --max-concurrent-conns=0)
- *   --max-conn-lifetime off   (ghostunnel: 0 = none)
- *   --shutdown-timeout  30s   (drain time on SIGTERM before the rest are cut)
- */
-export const TUNNEL_DEFAULTS = {
-  handshakeTimeout: "10s",
-  connectTimeout: "10s",
-  idleTimeout: "12h",
-  maxConnections: "0",
-  maxConnLifetime: "off",
-  shutdownTimeout: "30s",
-  logLevel: "info",
-} as const;
+/** The defaults of the flags (config/schema.ts explains them; mtls.yaml shares them). */
+export { TUNNEL_DEFAULTS };
 
 interface CommonOpts {
   listen: string;
@@ -68,6 +46,7 @@ interface CommonOpts {
   shutdownTimeout: string;
   status?: string;
   logLevel: string;
+  protocol: string;
 }
 
 interface ServerOpts extends CommonOpts, AllowFlags {
@@ -119,6 +98,11 @@ function addCommonOptions(cmd: Command): Command {
       TUNNEL_DEFAULTS.shutdownTimeout,
     )
     .option("--status <address>", "serve /healthz, /readyz and /metrics here (e.g. 127.0.0.1:9090)")
+    .option(
+      "--protocol <tcp|ftp>",
+      "ftp: carry FTP passive-mode data connections over mTLS too (both ends); active mode is refused",
+      "tcp",
+    )
     .option(
       "--log-level <level>",
       "fatal, error, warn, info, debug, trace or silent",
@@ -192,6 +176,13 @@ export function registerTunnel(program: Command): void {
 
 // ---------------------------------------------------------------------------------------------
 
+/** --protocol: "tcp" (any TCP protocol, byte for byte) or "ftp" (control and passive data connections). */
+function protocolOf(text: string): "tcp" | "ftp" {
+  if (text !== "tcp" && text !== "ftp")
+    throw new MtlsError("E_USAGE", `invalid --protocol "${text}" (tcp or ftp)`);
+  return text;
+}
+
 /** A duration, or "off"/"0" for none. */
 function optionalDuration(text: string, what: string): number {
   if (text === "off" || text === "0") return 0;
@@ -235,12 +226,13 @@ function settingsOf(opts: CommonOpts): Settings {
   };
 }
 
-async function tlsFilesOf(opts: CommonOpts): Promise<TlsFiles> {
+/** --cert/--key/--ca, or --state/--name (the files are looked up when the tunnel is built). */
+function tlsSourceOf(opts: CommonOpts): TlsSource {
   const direct = [opts.cert, opts.key, opts.ca].filter((v) => v !== undefined).length;
   if (opts.name !== undefined) {
     if (direct > 0)
       throw new MtlsError("E_USAGE", "give either --cert/--key/--ca or --state/--name, not both");
-    return tlsFilesFromState(resolveStateDir(opts.state), opts.name);
+    return { state: resolveStateDir(opts.state), identity: opts.name };
   }
   if (direct < 3 || !opts.cert || !opts.key || !opts.ca) {
     throw new MtlsError(
@@ -253,39 +245,21 @@ async function tlsFilesOf(opts: CommonOpts): Promise<TlsFiles> {
   return { cert: opts.cert, key: opts.key, ca: opts.ca };
 }
 
-/** What a running tunnel holds open, closed in one place whatever happened. */
-class Resources {
-  material: TlsMaterial | undefined;
-  revocation: RevocationChecker | undefined;
-  status: StatusServer | undefined;
-
-  async close(): Promise<void> {
-    await this.status?.close();
-    this.revocation?.close();
-    this.material?.close();
-  }
-}
-
-async function openMaterial(opts: CommonOpts, s: Settings, log: Logger, res: Resources): Promise<void> {
-  const material = await loadTlsMaterial(await tlsFilesOf(opts));
-  res.material = material;
-  material.on("reloadError", (err: Error) =>
-    log.warn({ err: err.message }, "new TLS files refused; the previous ones stay in force"),
-  );
-  material.watch(s.reloadIntervalMs ? { intervalMs: s.reloadIntervalMs } : {});
-  if (opts.crl?.length || opts.ocsp) {
-    res.revocation = await createRevocationChecker({
-      ...(opts.crl?.length ? { crl: opts.crl } : {}),
-      ...(opts.ocsp ? { ocsp: true } : {}),
-      onError: (err, source) => log.warn({ err: err.message, source }, "revocation data problem"),
-    });
-  }
-}
-
-interface Runnable {
-  start(): Promise<Address>;
-  stop(deadlineMs: number): Promise<StopResult>;
-  ready(): Promise<{ ok: boolean; detail: string }>;
+/** What server and client specs share, from the common flags (`listen` parsed first). */
+function commonSpec(opts: CommonOpts, s: Settings, listen: Address) {
+  return {
+    listen,
+    tls: tlsSourceOf(opts),
+    ...(opts.crl?.length ? { crl: opts.crl } : {}),
+    ...(opts.ocsp ? { ocsp: true } : {}),
+    ...(s.reloadIntervalMs ? { reloadIntervalMs: s.reloadIntervalMs } : {}),
+    handshakeTimeoutMs: s.handshakeTimeoutMs,
+    connectTimeoutMs: s.connectTimeoutMs,
+    idleTimeoutMs: s.idleTimeoutMs,
+    maxConnections: s.maxConnections,
+    maxConnLifetimeMs: s.maxConnLifetimeMs,
+    shutdownTimeoutMs: s.shutdownTimeoutMs,
+  };
 }
 
 /**
@@ -295,129 +269,113 @@ interface Runnable {
  */
 async function run(
   kind: "server" | "client",
-  tunnel: Runnable,
+  tunnel: BuiltTunnel,
   target: Address,
   s: Settings,
   log: Logger,
-  res: Resources,
 ): Promise<void> {
-  const bound = await tunnel.start();
-  if (s.status) {
-    res.status = await startStatusServer({
-      listen: listenOptions(s.status),
-      registry: defaultRegistry(),
-      ready: () => tunnel.ready(),
-    });
-  }
-  const statusAddr = res.status?.address;
-  const statusText =
-    statusAddr && typeof statusAddr === "object"
-      ? `; status on ${formatAddress({ kind: "tcp", host: statusAddr.address, port: statusAddr.port })}`
-      : statusAddr
-        ? `; status on unix:${statusAddr}`
-        : "";
-  note(`mtls: tunnel ${kind} listening on ${formatAddress(bound)} → ${formatAddress(target)}${statusText}`);
+  let status: StatusServer | undefined;
+  try {
+    const bound = await tunnel.start();
+    if (s.status) {
+      status = await startStatusServer({
+        listen: listenOptions(s.status),
+        registry: defaultRegistry(),
+        ready: () => tunnel.ready(),
+      });
+    }
+    const statusAddr = status?.address;
+    const statusText =
+      statusAddr && typeof statusAddr === "object"
+        ? `; status on ${formatAddress({ kind: "tcp", host: statusAddr.address, port: statusAddr.port })}`
+        : statusAddr
+          ? `; status on unix:${statusAddr}`
+          : "";
+    note(`mtls: tunnel ${kind} listening on ${formatAddress(bound)} → ${formatAddress(target)}${statusText}`);
 
-  await new Promise<void>((resolve) => {
-    let signals = 0;
-    const onHup = () => {
-      log.info("SIGHUP: reloading the TLS files");
-      res.material?.reload().then(
-        (changed) => log.info({ changed }, changed ? "TLS files reloaded" : "TLS files unchanged"),
-        (err: Error) => log.warn({ err: err.message }, "reload failed"),
-      );
-    };
-    const onStop = (signal: NodeJS.Signals) => {
-      signals++;
-      if (signals > 1) {
-        log.warn({ signal }, "second signal: closing every connection now");
-        void tunnel.stop(0);
-        return;
-      }
-      log.info({ signal, deadlineMs: s.shutdownTimeoutMs }, "shutting down");
-      tunnel.stop(s.shutdownTimeoutMs).then(
-        (r) => {
-          log.info(r, "tunnel stopped");
-          process.off("SIGHUP", onHup);
-          process.off("SIGTERM", onStop);
-          process.off("SIGINT", onStop);
-          resolve();
-        },
-        (err: Error) => {
-          log.error({ err: err.message }, "stop failed");
-          resolve();
-        },
-      );
-    };
-    process.on("SIGHUP", onHup);
-    process.on("SIGTERM", onStop);
-    process.on("SIGINT", onStop);
-  });
+    await new Promise<void>((resolve) => {
+      let signals = 0;
+      const onHup = () => {
+        log.info("SIGHUP: reloading the TLS files");
+        tunnel.reloadFiles().then(
+          (changed) => log.info({ changed }, changed ? "TLS files reloaded" : "TLS files unchanged"),
+          (err: Error) => log.warn({ err: err.message }, "reload failed"),
+        );
+      };
+      const onStop = (signal: NodeJS.Signals) => {
+        signals++;
+        if (signals > 1) {
+          log.warn({ signal }, "second signal: closing every connection now");
+          void tunnel.tunnel.stop(0);
+          return;
+        }
+        log.info({ signal, deadlineMs: s.shutdownTimeoutMs }, "shutting down");
+        tunnel.tunnel.stop(s.shutdownTimeoutMs).then(
+          (r) => {
+            log.info(r, "tunnel stopped");
+            process.off("SIGHUP", onHup);
+            process.off("SIGTERM", onStop);
+            process.off("SIGINT", onStop);
+            resolve();
+          },
+          (err: Error) => {
+            log.error({ err: err.message }, "stop failed");
+            resolve();
+          },
+        );
+      };
+      process.on("SIGHUP", onHup);
+      process.on("SIGTERM", onStop);
+      process.on("SIGINT", onStop);
+    });
+  } finally {
+    await status?.close();
+    tunnel.close();
+  }
 }
 
 async function runServer(opts: ServerOpts): Promise<void> {
   const s = settingsOf(opts);
   const listen = parseAddress(opts.listen, "--listen", { allowPortZero: true, allowAnyHost: true });
   const target = parseAddress(opts.target, "--target");
+  const protocol = protocolOf(opts.protocol);
   const rules = rulesFromFlags(opts);
   if (rules.length === 0) throw new MtlsError("E_USAGE", "deny by default: give at least one --allow-* rule");
-  const policy = compilePolicy(rules);
+  compilePolicy(rules);
+  const common = commonSpec(opts, s, listen);
+  const spec: TunnelSpec = {
+    mode: "server",
+    ...common,
+    routes: [{ target, rules, ...(protocol === "ftp" ? { protocol } : {}) }],
+    proxyProtocol: opts.proxyProtocol ?? false,
+    unsafeTarget: opts.unsafeTarget ?? false,
+  };
   const log = createLogger({ level: s.logLevel, name: "mtls-tunnel-server" });
-  const res = new Resources();
-  try {
-    await openMaterial(opts, s, log, res);
-    const tunnel = new TunnelServer({
-      listen,
-      routes: [{ target, policy }],
-      material: res.material as TlsMaterial,
-      ...(res.revocation ? { revocation: res.revocation } : {}),
-      logger: log,
-      registry: defaultRegistry(),
-      handshakeTimeoutMs: s.handshakeTimeoutMs,
-      connectTimeoutMs: s.connectTimeoutMs,
-      idleTimeoutMs: s.idleTimeoutMs,
-      maxConnections: s.maxConnections,
-      maxConnLifetimeMs: s.maxConnLifetimeMs,
-      proxyProtocol: opts.proxyProtocol ?? false,
-      unsafeTarget: opts.unsafeTarget ?? false,
-    });
-    await run("server", tunnel, target, s, log, res);
-  } finally {
-    await res.close();
-  }
+  const tunnel = await buildTunnel(spec, { logger: log, registry: defaultRegistry() });
+  await run("server", tunnel, target, s, log);
   exitSoon();
 }
 
 async function runClient(opts: ClientOpts): Promise<void> {
   const s = settingsOf(opts);
+  const protocol = protocolOf(opts.protocol);
   const listen = parseAddress(opts.listen, "--listen", { allowPortZero: true, allowAnyHost: true });
   const target = parseAddress(opts.target, "--target");
+  const common = commonSpec(opts, s, listen);
+  const spec: TunnelSpec = {
+    mode: "client",
+    ...common,
+    target,
+    ...(opts.serverName ? { serverName: opts.serverName } : {}),
+    ...(opts.verifyDns ? { verifyDns: opts.verifyDns } : {}),
+    ...(opts.verifyUri ? { verifyUri: opts.verifyUri } : {}),
+    ...(opts.proxy ? { proxy: opts.proxy } : {}),
+    unsafeListen: opts.unsafeListen ?? false,
+    ...(protocol === "ftp" ? { protocol } : {}),
+  };
   const log = createLogger({ level: s.logLevel, name: "mtls-tunnel-client" });
-  const res = new Resources();
-  try {
-    await openMaterial(opts, s, log, res);
-    const tunnel = new TunnelClient({
-      listen,
-      target,
-      material: res.material as TlsMaterial,
-      ...(res.revocation ? { revocation: res.revocation } : {}),
-      logger: log,
-      registry: defaultRegistry(),
-      ...(opts.serverName ? { serverName: opts.serverName } : {}),
-      ...(opts.verifyDns ? { verifyDns: opts.verifyDns } : {}),
-      ...(opts.verifyUri ? { verifyUri: opts.verifyUri } : {}),
-      ...(opts.proxy ? { proxy: opts.proxy } : {}),
-      handshakeTimeoutMs: s.handshakeTimeoutMs,
-      connectTimeoutMs: s.connectTimeoutMs,
-      idleTimeoutMs: s.idleTimeoutMs,
-      maxConnections: s.maxConnections,
-      maxConnLifetimeMs: s.maxConnLifetimeMs,
-      unsafeListen: opts.unsafeListen ?? false,
-    });
-    await run("client", tunnel, target, s, log, res);
-  } finally {
-    await res.close();
-  }
+  const tunnel = await buildTunnel(spec, { logger: log, registry: defaultRegistry() });
+  await run("client", tunnel, target, s, log);
   exitSoon();
 }
 
@@ -425,6 +383,6 @@ async function runClient(opts: ClientOpts): Promise<void> {
  * After a graceful stop everything is closed and the process ends by itself; should a handle
  * linger (a stuck DNS lookup, a library timer), exit anyway a moment later.
  */
-function exitSoon(): void {
+export function exitSoon(): void {
   setTimeout(() => process.exit(process.exitCode ?? 0), 2000).unref();
 }

@@ -1,4 +1,20 @@
 export { formatDuration, parseDuration } from "./duration.js";
 export { commitFile, readFileOrThrow, stageFile, writeFileAtomic } from "./files.js";
+export {
+  configError,
+  loadConfig,
+  type MtlsConfig,
+  type ParseConfigOptions,
+  parseConfig,
+  type RuleConfig,
+  type SniRouteConfig,
+  type TlsFilesConfig,
+  type TlsIdentityConfig,
+  type TlsSourceConfig,
+  type TunnelConfig,
+  type TunnelSettings,
+} from "./load.js";
 export { type PassphraseSource, requirePassphrase, resolvePassphrase } from "./passphrase.js";
+export { configSchema, formatIssue, TUNNEL_DEFAULTS } from "./schema.js";
 export { ensureStateDirs, hasCa, requireCa, resolveStateDir, type StatePaths, statePaths } from "./state.js";
+export { type FileWatch, watchFile } from "./watch.js";

@@ -30,6 +30,11 @@ export interface ConnectionAuditFields {
   rule?: string;
   /** Server name the peer asked for (SNI). */
   serverName?: string;
+  /**
+   * FTP tunnels (`--protocol ftp`): whether this was a control or a data connection, and the number
+   * (per tunnel end) of the control session it belongs to.
+   */
+  ftp?: { channel: "control" | "data"; session: number };
   /** Whether TLS resumed an earlier session. */
   resumed?: boolean;
   /** Bytes read from the listening side / written to it. */

@@ -3,6 +3,7 @@ export { tlsFilesFromState } from "./from-state.js";
 export { identityFromCert, peerCertificateChain } from "./identity.js";
 export { type LoadTlsOptions, loadTlsMaterial } from "./material.js";
 export { createRevocationChecker, type RevocationCheckerOptions } from "./revocation.js";
+export { SwappableMaterial, SwappableRevocation } from "./swappable.js";
 export type {
   PeerVerification,
   RefusalReason,

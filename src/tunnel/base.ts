@@ -86,7 +86,9 @@ export abstract class TunnelBase extends EventEmitter {
     this.clock = common.clock ?? (() => new Date());
     this.revocation = common.revocation ? new IssuerBook(common.material).wrap(common.revocation) : undefined;
     const labels = { tunnel: this.name };
-    this.metrics.connectionsOpen.set(labels, 0);
+    // inc by 0, not set: a tunnel restarted under the same name (mtls up) while its predecessor
+    // still drains must not zero the gauge the predecessor will decrement.
+    this.metrics.connectionsOpen.inc(labels, 0);
     this.metrics.connectionsTotal.inc(labels, 0);
     this.metrics.revocationsClosed.inc(labels, 0);
     this.metrics.resumed.inc(labels, 0);

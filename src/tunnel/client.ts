@@ -1,7 +1,8 @@
 import type { Socket } from "node:net";
 import { createServer, type Server } from "node:net";
-import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from "node:tls";
+import { type ConnectionOptions, type SecureContext, type TLSSocket, connect as tlsConnect } from "node:tls";
 import { MtlsError } from "../errors.js";
+import { defaultRegistry } from "../observe/index.js";
 import type { CertInfo } from "../pki/certinfo.js";
 import type { PeerIdentity } from "../policy/index.js";
 import { type PeerVerification, peerCertificateChain, type RefusalReason } from "../tls/index.js";
@@ -13,6 +14,7 @@ import {
   TunnelBase,
   type TunnelCommonOptions,
 } from "./base.js";
+import { FtpClientEnd, type FtpDataBinding } from "./ftp-session.js";
 import { connectViaHttpProxy, parseProxyUrl } from "./http-connect.js";
 import type { LiveConnection } from "./live.js";
 import { ConnectError, connectWithTimeout, listenOn } from "./net-util.js";
@@ -32,6 +34,13 @@ export interface TunnelClientOptions extends TunnelCommonOptions {
   proxy?: string;
   /** Allow listening on an address other than loopback (anyone who reaches it borrows our certificate). */
   unsafeListen?: boolean;
+  /**
+   * "ftp": the local clients are FTP clients and the server a tunnel server with --protocol ftp;
+   * passive-mode data connections are carried over mTLS too (ftp.ts). Default "tcp".
+   */
+  protocol?: "tcp" | "ftp";
+  /** FTP: how long a local data port waits for the FTP client (default 30 s). */
+  ftpDataTimeoutMs?: number;
 }
 
 type Verified = Extract<PeerVerification, { ok: true }>;
@@ -45,6 +54,8 @@ type Verified = Extract<PeerVerification, { ok: true }>;
  */
 interface CachedSession {
   ticket: Buffer;
+  /** The context (hence the client certificate) the session was made with. */
+  context: SecureContext;
   verified: Verified;
   issuer: CertInfo | undefined;
 }
@@ -72,6 +83,8 @@ export class TunnelClient extends TunnelBase {
   /** The last session ticket per target, with the verification of the server that issued it. */
   private readonly sessions = new Map<string, CachedSession>();
   private bound: Address | undefined;
+  /** FTP control sessions and their local data ports (--protocol ftp). */
+  private readonly ftp: FtpClientEnd | undefined;
 
   constructor(opts: TunnelClientOptions) {
     if (!opts.unsafeListen && !isLoopback(opts.listen)) {
@@ -80,10 +93,37 @@ export class TunnelClient extends TunnelBase {
         `--listen ${formatAddress(opts.listen)} is not a loopback address: anyone who reaches it would use this client's certificate (pass --unsafe-listen if that is intended)`,
       );
     }
+    if (opts.protocol === "ftp" && opts.listen.kind !== "tcp") {
+      throw new MtlsError(
+        "E_USAGE",
+        `--protocol ftp needs a TCP --listen address (host:port), not ${formatAddress(opts.listen)}: FTP data ports are TCP ports`,
+      );
+    }
     const expect = expectationOf(opts);
     const proxyUrl = opts.proxy ? parseProxyUrl(opts.proxy).url : undefined;
     super(opts, formatAddress(opts.listen));
     this.opts = opts;
+    this.ftp =
+      opts.protocol === "ftp"
+        ? new FtpClientEnd({
+            tunnel: this.name,
+            log: this.log,
+            registry: opts.registry ?? defaultRegistry(),
+            // The server end may first spend its connect timeout reaching the FTP server.
+            preambleTimeoutMs:
+              (opts.handshakeTimeoutMs ?? DEFAULT_TIMEOUTS.handshakeTimeoutMs) +
+              (opts.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectTimeoutMs),
+            ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+            ...(opts.ftpDataTimeoutMs ? { dataTimeoutMs: opts.ftpDataTimeoutMs } : {}),
+            clock: this.clock,
+            onDataConnection: (plain, binding) => {
+              this.onConnection(plain, binding).catch((err: Error) => {
+                this.log.error({ err: err.message }, "unexpected error on an FTP data connection");
+                plain.destroy();
+              });
+            },
+          })
+        : undefined;
     this.expect = expect;
     this.proxyUrl = proxyUrl;
     this.server = createServer(
@@ -165,23 +205,27 @@ export class TunnelClient extends TunnelBase {
    * Opens the TLS connection, offering the last session ticket for the target; rejects with a
    * ConnectError or the TLS error. `offered` is the cached session that was offered, if any;
    * `tickets()` gives the newest session ticket the server sent on this connection so far.
+   * `context` (default: the material's current one) is the TLS context, hence the certificate, to
+   * use; a ticket is offered only when it was made with that same context.
    */
-  private async openTls(): Promise<{
+  private async openTls(context: SecureContext = this.common.material.current()): Promise<{
     tls: TLSSocket;
     offered: CachedSession | undefined;
     tickets: () => Buffer | undefined;
+    context: SecureContext;
   }> {
     const connectTimeout = this.opts.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectTimeoutMs;
     const handshakeTimeout = this.opts.handshakeTimeoutMs ?? DEFAULT_TIMEOUTS.handshakeTimeoutMs;
     const transport = this.proxyUrl ? await this.openTransport(connectTimeout) : undefined;
-    const offered = this.sessions.get(this.sessionKey());
+    const cached = this.sessions.get(this.sessionKey());
+    const offered = cached?.context === context ? cached : undefined;
     const target = this.opts.target;
     return new Promise((resolve, reject) => {
       let tcpUp = transport !== undefined;
       // allowHalfOpen is honoured by tls.connect (it reaches the TLSSocket) but missing from its types.
       const options: ConnectionOptions & { allowHalfOpen: boolean } = {
         ...(transport ? { socket: transport } : connectOptions(target)),
-        secureContext: this.common.material.current(),
+        secureContext: context,
         ...(this.expect.servername ? { servername: this.expect.servername } : {}),
         ...(offered ? { session: offered.ticket } : {}),
         // verifyPeer decides, with a reason; Node's own name check would only blur it.
@@ -232,7 +276,7 @@ export class TunnelClient extends TunnelBase {
       tls.once("secureConnect", () => {
         clearTimeout(timer);
         tls.off("error", onError);
-        resolve({ tls, offered, tickets: () => lastTicket });
+        resolve({ tls, offered, tickets: () => lastTicket, context });
       });
     });
   }
@@ -283,7 +327,12 @@ export class TunnelClient extends TunnelBase {
    * Keeps the newest ticket of a verified connection for the next one, with what was verified: a
    * resumed connection passes on what its own session was verified with.
    */
-  private sessionKeeper(tls: TLSSocket, verified: Verified, offered: CachedSession | undefined) {
+  private sessionKeeper(
+    tls: TLSSocket,
+    verified: Verified,
+    offered: CachedSession | undefined,
+    context: SecureContext,
+  ) {
     const resumed = tls.isSessionReused() && offered !== undefined;
     let issuer: CertInfo | undefined | null = resumed ? offered.issuer : null;
     return (ticket: Buffer) => {
@@ -296,13 +345,15 @@ export class TunnelClient extends TunnelBase {
       }
       this.sessions.set(this.sessionKey(), {
         ticket,
+        context,
         verified: resumed ? offered.verified : verified,
         issuer,
       });
     };
   }
 
-  private async onConnection(plain: Socket): Promise<void> {
+  /** A local connection: a client's, or (FTP) a local data port's, bound to its control session. */
+  private async onConnection(plain: Socket, ftpData?: FtpDataBinding): Promise<void> {
     const startedAt = this.clock();
     this.track(plain);
     this.metrics.connectionsTotal.inc({ tunnel: this.name });
@@ -318,7 +369,7 @@ export class TunnelClient extends TunnelBase {
 
     let opened: Awaited<ReturnType<TunnelClient["openTls"]>>;
     try {
-      opened = await this.openTls();
+      opened = await this.openTls(ftpData?.context);
     } catch (err) {
       plain.destroy();
       if (err instanceof ConnectError) {
@@ -352,7 +403,7 @@ export class TunnelClient extends TunnelBase {
       return;
     }
     // Tickets come after the handshake: keep the newest one of this verified connection.
-    const keep = this.sessionKeeper(tls, v, offered);
+    const keep = this.sessionKeeper(tls, v, offered, opened.context);
     const ticket = opened.tickets();
     if (ticket) keep(ticket);
     tls.on("session", keep);
@@ -362,14 +413,60 @@ export class TunnelClient extends TunnelBase {
       return;
     }
 
+    // FTP: the preamble (control, or data with its token), then the control stream for control.
+    let ftpControl: ReturnType<FtpClientEnd["control"]> | undefined;
+    if (this.ftp) {
+      const answer = await this.ftp.hello(tls, ftpData?.token);
+      if (!answer.ok) {
+        tls.destroy();
+        if (ftpData) plain.destroy();
+        else plain.end(`421 mtls: the tunnel server refused the FTP session: ${answer.detail}\r\n`);
+        this.log.warn(
+          { reason: answer.reason, detail: answer.detail },
+          "FTP connection refused by the tunnel server",
+        );
+        this.audit({
+          ...base,
+          identity: auditIdentity(v.identity),
+          allowed: false,
+          reason: `ftp_${answer.reason}`,
+          detail: answer.detail,
+          ...(ftpData ? { ftp: { channel: "data", session: ftpData.session } } : {}),
+          bytesIn: 0,
+          bytesOut: 0,
+          durationMs: since(),
+        });
+        return;
+      }
+      if (plain.destroyed || this.stopping) {
+        tls.destroy();
+        plain.destroy();
+        return;
+      }
+      if (!ftpData) ftpControl = this.ftp.control(tls, plain, opened.context);
+    }
+    const ftpAudit = ftpData
+      ? { channel: "data" as const, session: ftpData.session }
+      : ftpControl
+        ? { channel: "control" as const, session: ftpControl.session }
+        : undefined;
+
     const labels = { tunnel: this.name };
     const bytesIn = this.metrics.bytes.labels({ ...labels, direction: "in" });
     const bytesOut = this.metrics.bytes.labels({ ...labels, direction: "out" });
-    const pipe = pipeSockets(plain, tls, {
+    const touch = ftpData?.touch;
+    const pipe = pipeSockets(plain, ftpControl?.stream ?? tls, {
       ...(this.opts.idleTimeoutMs ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
-      onData: (dir, n) => (dir === "in" ? bytesIn.inc(n) : bytesOut.inc(n)),
+      onData: (dir, n) => {
+        if (dir === "in") bytesIn.inc(n);
+        else bytesOut.inc(n);
+        touch?.();
+      },
     });
     let closeDetail: string | undefined;
+    ftpControl?.stream.once("problem", (p: { detail: string }) => {
+      closeDetail ??= p.detail;
+    });
     const issuer = resumed && offered ? offered.issuer : undefined;
     const conn: LiveConnection = {
       id: this.nextId++,
@@ -397,6 +494,7 @@ export class TunnelClient extends TunnelBase {
       reason: result.reason,
       ...(detail ? { detail } : {}),
       ...(this.expect.servername ? { serverName: this.expect.servername } : {}),
+      ...(ftpAudit ? { ftp: ftpAudit } : {}),
       resumed,
       bytesIn: result.bytesIn,
       bytesOut: result.bytesOut,

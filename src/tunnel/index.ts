@@ -10,7 +10,33 @@ export {
   parseAddress,
 } from "./address.js";
 export type { StopResult, TunnelCommonOptions } from "./base.js";
+export {
+  type BuildDeps,
+  BuiltTunnel,
+  buildTunnel,
+  type ClientTunnelSpec,
+  describeTargets,
+  type PreparedUpdate,
+  type RouteSpec,
+  restartReason,
+  type ServerTunnelSpec,
+  type TlsSource,
+  type TunnelSpec,
+} from "./build.js";
 export { TunnelClient, type TunnelClientOptions } from "./client.js";
+export { statusAddressFromConfig, tunnelSpecsFromConfig } from "./from-config.js";
+export {
+  ACTIVE_MODE_REPLY,
+  DataGrants,
+  FTP_DATA_TIMEOUT_MS,
+  FTP_MAX_LINE,
+  format227,
+  format229,
+  parse227,
+  parse229,
+} from "./ftp.js";
+export { FtpClientControl, FtpServerControl } from "./ftp-control.js";
+export { type ApplyReport, describeListening, TunnelGroup, type TunnelGroupOptions } from "./group.js";
 export { connectViaHttpProxy, parseProxyUrl } from "./http-connect.js";
 export { Pipe, type PipeEnd, type PipeOptions, type PipeResult, pipeSockets } from "./pipe.js";
 export {

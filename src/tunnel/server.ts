@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import type { SecureContextOptions } from "node:tls";
 import { createServer, type TLSSocket, type Server as TlsServer } from "node:tls";
 import { MtlsError } from "../errors.js";
+import { defaultRegistry } from "../observe/index.js";
 import type { PeerIdentity, Policy } from "../policy/index.js";
 import type { RefusalReason, TlsMaterial } from "../tls/index.js";
 import { type Address, formatAddress, isLoopback } from "./address.js";
@@ -12,6 +13,7 @@ import {
   TunnelBase,
   type TunnelCommonOptions,
 } from "./base.js";
+import { type FtpAccepted, FtpServerEnd } from "./ftp-session.js";
 import type { LiveConnection } from "./live.js";
 import { ConnectError, connectWithTimeout, listenOn, probe } from "./net-util.js";
 import { type PipeResult, pipeSockets } from "./pipe.js";
@@ -30,6 +32,16 @@ export interface Route {
   serverName?: string;
   target: Address;
   policy: Policy;
+  /**
+   * "ftp": the target is an FTP server and the clients are tunnel clients with --protocol ftp;
+   * passive-mode data connections are carried over mTLS too (ftp.ts). Default "tcp".
+   */
+  protocol?: "tcp" | "ftp";
+  /**
+   * The certificate (and trust anchors) presented to peers that ask for this server name, chosen
+   * during the handshake (SNI); absent: the tunnel's own material.
+   */
+  material?: TlsMaterial;
 }
 
 export interface TunnelServerOptions extends TunnelCommonOptions {
@@ -38,6 +50,8 @@ export interface TunnelServerOptions extends TunnelCommonOptions {
   proxyProtocol?: boolean;
   /** Allow a target that is neither loopback nor a Unix socket (plain text over a network). */
   unsafeTarget?: boolean;
+  /** FTP routes: how long an announced data port stays usable (default 30 s). */
+  ftpDataTimeoutMs?: number;
 }
 
 /**
@@ -54,13 +68,20 @@ export class TunnelServer extends TunnelBase {
   private readonly opts: TunnelServerOptions;
   private readonly server: TlsServer;
   private bound: Address | undefined;
+  /** FTP sessions and their data ports, made when a connection first takes an FTP route. */
+  private ftpEnd: FtpServerEnd | undefined;
+  /** The routes in force (replaced whole by updateRoutes; a connection keeps the route it got). */
+  private routes: readonly Route[];
 
   constructor(opts: TunnelServerOptions) {
-    validateRoutes(opts);
+    validateRoutes(opts.routes, opts.unsafeTarget);
     super(opts, formatAddress(opts.listen));
     this.opts = opts;
+    this.routes = [...opts.routes];
     this.server = createServer({
       ...contextOptionsOf(opts.material),
+      // A route with its own certificate answers its server name with it; the rest get the default.
+      SNICallback: (serverName, cb) => cb(null, this.route(serverName)?.material?.current()),
       requestCert: true,
       rejectUnauthorized: false,
       handshakeTimeout: opts.handshakeTimeoutMs ?? DEFAULT_TIMEOUTS.handshakeTimeoutMs,
@@ -91,7 +112,7 @@ export class TunnelServer extends TunnelBase {
     this.log.info(
       {
         listen: formatAddress(this.bound),
-        routes: this.opts.routes.map((r) => ({
+        routes: this.routes.map((r) => ({
           serverName: r.serverName ?? "*",
           target: formatAddress(r.target),
         })),
@@ -112,7 +133,7 @@ export class TunnelServer extends TunnelBase {
   async ready(): Promise<{ ok: boolean; detail: string }> {
     if (!this.bound || !this.server.listening) return { ok: false, detail: "not listening" };
     if (this.stopping) return { ok: false, detail: "shutting down" };
-    const probes = await Promise.all(this.opts.routes.map((r) => probe(r.target, 2000)));
+    const probes = await Promise.all(this.routes.map((r) => probe(r.target, 2000)));
     return {
       ok: probes.every((p) => p.ok),
       detail: `listening on ${formatAddress(this.bound)}; target ${probes.map((p) => p.detail).join("; ")}`,
@@ -125,6 +146,26 @@ export class TunnelServer extends TunnelBase {
    */
   stop(deadlineMs = 30_000): Promise<StopResult> {
     return this.drain(deadlineMs, () => this.server.close());
+  }
+
+  /** The routes in force. */
+  currentRoutes(): readonly Route[] {
+    return this.routes;
+  }
+
+  /**
+   * Puts new routes in force (policies, targets, per-name certificates) for new connections; open
+   * connections keep running under the route they were allowed by. Checked as in the constructor.
+   */
+  updateRoutes(routes: Route[]): void {
+    validateRoutes(routes, this.opts.unsafeTarget);
+    this.routes = [...routes];
+    this.log.info(
+      {
+        routes: routes.map((r) => ({ serverName: r.serverName ?? "*", target: formatAddress(r.target) })),
+      },
+      "routes updated",
+    );
   }
 
   protected override materialReloaded(): void {
@@ -194,7 +235,7 @@ export class TunnelServer extends TunnelBase {
 
   private route(serverName: string | false | null | undefined): Route | undefined {
     const name = typeof serverName === "string" ? serverName.toLowerCase() : undefined;
-    const routes = this.opts.routes;
+    const routes = this.routes;
     if (name) {
       const exact = routes.find((r) => r.serverName?.toLowerCase() === name);
       if (exact) return exact;
@@ -224,13 +265,11 @@ export class TunnelServer extends TunnelBase {
     if (!v.ok) return this.refuse(tls, v.reason, v.detail, startedAt, v.identity);
     const route = this.route(tls.servername);
     if (!route) {
-      return this.refuse(
-        tls,
-        "bad_name",
-        `no route for server name "${tls.servername}"`,
-        startedAt,
-        v.identity,
-      );
+      const detail =
+        typeof tls.servername === "string"
+          ? `no route for server name ${tls.servername}`
+          : "no route for a connection without a server name (SNI)";
+      return this.refuse(tls, "not_allowed", detail, startedAt, v.identity);
     }
     const decision = route.policy.authorize(v.identity);
     if (!decision.allowed) return this.refuse(tls, "not_allowed", decision.reason, startedAt, v.identity);
@@ -239,17 +278,45 @@ export class TunnelServer extends TunnelBase {
       return;
     }
 
+    // FTP routes: the preamble says control or data; a data connection goes to its announced port.
+    let ftp: FtpAccepted | undefined;
+    if (route.protocol === "ftp") {
+      ftp = await this.ftp().accept(tls, v.identity.fingerprint, routeKey(route));
+      if (!ftp.ok) {
+        this.audit({
+          tunnel: this.name,
+          peer: this.peer(tls),
+          identity: auditIdentity(v.identity),
+          allowed: false,
+          reason: ftp.reason,
+          detail: ftp.detail,
+          ...(typeof tls.servername === "string" ? { serverName: tls.servername } : {}),
+          bytesIn: 0,
+          bytesOut: 0,
+          durationMs: this.clock().getTime() - startedAt.getTime(),
+          startedAt,
+        });
+        return;
+      }
+    }
+    const ftpData = ftp?.ok && ftp.channel === "data" ? ftp : undefined;
+    const targetAddress = ftpData ? ftpData.target : route.target;
+    let ftpSession = ftpData?.session;
+
     const report = (result: PipeResult, detail?: string) =>
       this.audit({
         tunnel: this.name,
         peer: this.peer(tls),
-        target: formatAddress(route.target),
+        target: formatAddress(targetAddress),
         identity: auditIdentity(v.identity),
         allowed: true,
         reason: result.reason,
         ...(detail || result.error ? { detail: detail ?? result.error?.message } : {}),
         ...(decision.rule ? { rule: decision.rule } : {}),
         ...(typeof tls.servername === "string" ? { serverName: tls.servername } : {}),
+        ...(ftpSession !== undefined
+          ? { ftp: { channel: ftpData ? "data" : "control", session: ftpSession } }
+          : {}),
         resumed,
         bytesIn: result.bytesIn,
         bytesOut: result.bytesOut,
@@ -260,13 +327,15 @@ export class TunnelServer extends TunnelBase {
     let target: Socket;
     try {
       target = await connectWithTimeout(
-        route.target,
+        targetAddress,
         this.opts.connectTimeoutMs ?? DEFAULT_TIMEOUTS.connectTimeoutMs,
       );
     } catch (err) {
       const reason = err instanceof ConnectError ? err.reason : "target_unreachable";
       this.metrics.rejected.inc({ tunnel: this.name, reason });
-      tls.destroy();
+      if (ftpData) this.ftp().dataResult("target_unreachable");
+      if (ftp) this.ftp().refuse(tls, reason, reason, (err as Error).message);
+      else tls.destroy();
       report({ bytesIn: 0, bytesOut: 0, reason }, (err as Error).message);
       return;
     }
@@ -275,16 +344,33 @@ export class TunnelServer extends TunnelBase {
       tls.destroy();
       return;
     }
-    if (this.opts.proxyProtocol) target.write(this.proxyHeader(tls, v.identity, resumed));
+    if (this.opts.proxyProtocol && !ftpData) target.write(this.proxyHeader(tls, v.identity, resumed));
+    let ftpControl: ReturnType<FtpServerEnd["control"]> | undefined;
+    if (ftp) {
+      this.ftp().acknowledge(tls);
+      if (ftpData) this.ftp().dataResult("allowed");
+      else {
+        ftpControl = this.ftp().control(target, tls, v.identity.fingerprint, routeKey(route));
+        ftpSession = ftpControl.session;
+      }
+    }
 
     const labels = { tunnel: this.name };
     const bytesIn = this.metrics.bytes.labels({ ...labels, direction: "in" });
     const bytesOut = this.metrics.bytes.labels({ ...labels, direction: "out" });
-    const pipe = pipeSockets(tls, target, {
+    const touch = ftpData?.touch;
+    const pipe = pipeSockets(tls, ftpControl?.stream ?? target, {
       ...(this.opts.idleTimeoutMs ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
-      onData: (dir, n) => (dir === "in" ? bytesIn.inc(n) : bytesOut.inc(n)),
+      onData: (dir, n) => {
+        if (dir === "in") bytesIn.inc(n);
+        else bytesOut.inc(n);
+        touch?.();
+      },
     });
     let closeDetail: string | undefined;
+    ftpControl?.stream.once("problem", (p: { detail: string }) => {
+      closeDetail ??= p.detail;
+    });
     const conn: LiveConnection = {
       id: this.nextId++,
       startedAt,
@@ -303,7 +389,7 @@ export class TunnelServer extends TunnelBase {
         peer: this.peer(tls),
         serial: v.leaf.serial,
         rule: decision.rule,
-        target: formatAddress(route.target),
+        target: formatAddress(targetAddress),
       },
       "connection allowed",
     );
@@ -312,6 +398,19 @@ export class TunnelServer extends TunnelBase {
     this.live.delete(conn);
     this.metrics.connectionsOpen.dec(labels);
     report(result, closeDetail);
+  }
+
+  private ftp(): FtpServerEnd {
+    this.ftpEnd ??= new FtpServerEnd({
+      tunnel: this.name,
+      log: this.log,
+      registry: this.common.registry ?? defaultRegistry(),
+      preambleTimeoutMs: this.opts.handshakeTimeoutMs ?? DEFAULT_TIMEOUTS.handshakeTimeoutMs,
+      ...(this.opts.idleTimeoutMs ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
+      ...(this.opts.ftpDataTimeoutMs ? { dataTimeoutMs: this.opts.ftpDataTimeoutMs } : {}),
+      clock: this.clock,
+    });
+    return this.ftpEnd;
   }
 
   private proxyHeader(tls: TLSSocket, identity: PeerIdentity, resumed: boolean): Buffer {
@@ -344,10 +443,15 @@ export class TunnelServer extends TunnelBase {
   }
 }
 
-function validateRoutes(opts: TunnelServerOptions): void {
-  if (opts.routes.length === 0) throw new MtlsError("E_USAGE", "a tunnel server needs at least one route");
+/** A route's identity across reloads (updateRoutes makes new objects): its server name. */
+function routeKey(route: Route): string {
+  return route.serverName?.toLowerCase() ?? "";
+}
+
+function validateRoutes(routes: Route[], unsafeTarget: boolean | undefined): void {
+  if (routes.length === 0) throw new MtlsError("E_USAGE", "a tunnel server needs at least one route");
   const names = new Set<string>();
-  for (const r of opts.routes) {
+  for (const r of routes) {
     const key = r.serverName?.toLowerCase() ?? "";
     if (names.has(key)) {
       throw new MtlsError(
@@ -358,7 +462,13 @@ function validateRoutes(opts: TunnelServerOptions): void {
       );
     }
     names.add(key);
-    if (!opts.unsafeTarget && !isLoopback(r.target)) {
+    if (r.protocol === "ftp" && r.target.kind !== "tcp") {
+      throw new MtlsError(
+        "E_USAGE",
+        `--protocol ftp needs a TCP target (host:port), not ${formatAddress(r.target)}: FTP data ports are TCP ports`,
+      );
+    }
+    if (!unsafeTarget && !isLoopback(r.target)) {
       throw new MtlsError(
         "E_USAGE",
         `the target ${formatAddress(r.target)} is neither loopback nor a Unix socket: its plain-text leg would cross a network (pass --unsafe-target if that is intended)`,

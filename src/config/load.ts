@@ -1,0 +1,394 @@
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { parseDocument } from "yaml";
+import type { z } from "zod";
+import { MtlsError } from "../errors.js";
+import { parseDuration } from "./duration.js";
+import {
+  CLIENT_ONLY_KEYS,
+  configSchema,
+  formatIssue,
+  formatPath,
+  RULE_CONDITIONS,
+  type RuleEntry,
+  SERVER_ONLY_KEYS,
+  type SettingsEntry,
+  type SniRouteEntry,
+  TUNNEL_DEFAULTS,
+  type TunnelEntry,
+} from "./schema.js";
+import { statePaths } from "./state.js";
+
+/** Certificate, key and trust anchors as files (absolute paths). */
+export interface TlsFilesConfig {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+/** A certificate the local CA issued under `identity`, from the state directory `state`. */
+export interface TlsIdentityConfig {
+  state: string;
+  identity: string;
+}
+
+export type TlsSourceConfig = TlsFilesConfig | TlsIdentityConfig;
+
+/** An allow rule as written (strings as lists); policy/compilePolicy checks the values. */
+export interface RuleConfig {
+  name?: string;
+  all?: boolean;
+  cn?: string[];
+  ou?: string[];
+  dns?: string[];
+  uri?: string[];
+  email?: string[];
+  fingerprint?: string[];
+  spki?: string[];
+}
+
+export interface TunnelSettings {
+  handshakeTimeoutMs: number;
+  connectTimeoutMs: number;
+  /** 0: never. */
+  idleTimeoutMs: number;
+  /** 0: no limit. */
+  maxConnections: number;
+  /** 0: never. */
+  maxConnLifetimeMs: number;
+  shutdownTimeoutMs: number;
+  /** Re-read the certificate files this often, besides watching them (absent: only watching). */
+  reloadIntervalMs?: number;
+  /** FTP: how long a data port stays usable (absent: the tunnel's default, 30 s). */
+  ftpDataTimeoutMs?: number;
+}
+
+export interface SniRouteConfig {
+  /** Its place in the file, for error lines: "tunnels[0].sni[1]". */
+  path: string;
+  serverName: string;
+  target: string;
+  /** The route's own protocol, else the tunnel's. */
+  protocol: "tcp" | "ftp";
+  /** The route's own rules, else the tunnel's. */
+  allow: RuleConfig[];
+  /** The route's own certificate, else the tunnel's. */
+  tls?: TlsSourceConfig;
+}
+
+export interface TunnelConfig {
+  /** Its place in the file, for error lines: "tunnels[0]". */
+  path: string;
+  name: string;
+  mode: "server" | "client";
+  listen: string;
+  /** Server: where connections without a matching SNI route go (absent: refused). Client: the tunnel server. */
+  target?: string;
+  /** "ftp": FTP with passive data connections carried too (both ends of a tunnel must say so). */
+  protocol: "tcp" | "ftp";
+  tls: TlsSourceConfig;
+  /** CRL files (absolute) and URLs. */
+  crl: string[];
+  ocsp: boolean;
+  settings: TunnelSettings;
+  /** Server: the rules of the route to `target`, and of SNI routes without rules of their own. */
+  allow?: RuleConfig[];
+  sni: SniRouteConfig[];
+  proxyProtocol: boolean;
+  unsafeTarget: boolean;
+  serverName?: string;
+  verifyDns?: string[];
+  verifyUri?: string[];
+  proxy?: string;
+  unsafeListen: boolean;
+}
+
+/** mtls.yaml, checked, with defaults applied and paths made absolute. */
+export interface MtlsConfig {
+  /** The file as the user named it, the first word of every error line. */
+  source: string;
+  /** Absolute path of the file, and of its folder (relative paths inside are relative to it). */
+  file: string;
+  dir: string;
+  /** SHA-256 of the file's text (loadConfig), to tell a real change from a touch. */
+  digest?: string;
+  logLevel: string;
+  status?: string;
+  tunnels: TunnelConfig[];
+}
+
+export interface ParseConfigOptions {
+  /** How the file is named in error lines (default "mtls.yaml"). */
+  source?: string;
+  /** The folder relative paths are resolved against (default: the current directory). */
+  dir?: string;
+  /** For MTLS_STATE, the default state directory (default: process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** An error about the config file: "mtls.yaml: tunnels[0].allow[1]: unknown key "urii"". */
+export function configError(source: string, path: string, message: string, cause?: unknown): MtlsError {
+  return new MtlsError("E_BAD_INPUT", `${source}: ${path ? `${path}: ` : ""}${message}`, { cause });
+}
+
+/** Reads and checks a config file; every problem is an E_BAD_INPUT MtlsError of one line. */
+export async function loadConfig(
+  file: string,
+  opts: Omit<ParseConfigOptions, "dir"> = {},
+): Promise<MtlsConfig> {
+  const source = opts.source ?? file;
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new MtlsError("E_NOT_FOUND", `${source}: no such file`, { cause: err });
+    if (code === "EISDIR") throw new MtlsError("E_BAD_INPUT", `${source}: a directory, not a config file`);
+    throw new MtlsError("E_IO", `${source}: cannot read: ${(err as Error).message}`, { cause: err });
+  }
+  const abs = resolve(file);
+  const config = parseConfig(text, { ...opts, source, dir: dirname(abs) });
+  return { ...config, file: abs, digest: createHash("sha256").update(text).digest("hex") };
+}
+
+/** Parses and checks the text of a config file (see loadConfig). */
+export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsConfig {
+  const source = opts.source ?? "mtls.yaml";
+  const dir = resolve(opts.dir ?? ".");
+  const env = opts.env ?? process.env;
+  const fail = (path: string, message: string): never => {
+    throw configError(source, path, message);
+  };
+
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  const yamlError = doc.errors[0];
+  if (yamlError) {
+    const where = yamlError.linePos?.[0];
+    const what = (yamlError.message.split("\n")[0] ?? "").replace(/ at line \d+, column \d+:?$/, "");
+    fail(where ? `line ${where.line}, column ${where.col}` : "", `invalid YAML: ${what}`);
+  }
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    fail("", `invalid YAML: ${(err as Error).message}`);
+  }
+  if (raw === null || raw === undefined) fail("", 'the file is empty: it needs at least "tunnels:"');
+  const parsed = configSchema.safeParse(raw, { reportInput: true });
+  if (!parsed.success) {
+    fail("", formatIssue(firstIssue(parsed.error.issues)));
+  }
+  const cfg = parsed.data as NonNullable<typeof parsed.data>;
+
+  const file = (p: string) => (isAbsolute(p) ? p : resolve(dir, p));
+  const envState = env.MTLS_STATE ? resolve(env.MTLS_STATE) : undefined;
+  const topState = cfg.state ? file(cfg.state) : (envState ?? resolve(dir, ".mtls"));
+  const base = settingsOf(cfg.defaults ?? {}, undefined);
+  const names = new Map<string, string>();
+
+  const tunnels = cfg.tunnels.map((t, i): TunnelConfig => {
+    const path = formatPath(["tunnels", i]);
+    const seen = names.get(t.name);
+    if (seen) fail(`${path}.name`, `"${t.name}" is already the name of ${seen}`);
+    names.set(t.name, path);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(t.name)) {
+      fail(`${path}.name`, `"${t.name}" is not a tunnel name (letters, digits, ".", "_", "-")`);
+    }
+    const wrongKeys = t.mode === "server" ? CLIENT_ONLY_KEYS : SERVER_ONLY_KEYS;
+    for (const k of wrongKeys) {
+      if (t[k] !== undefined)
+        fail(`${path}.${k}`, `only for ${t.mode === "server" ? "client" : "server"} tunnels`);
+    }
+    const tls = tunnelTls(t, path, topState, file, fail);
+    const settings = settingsOf(t, base);
+    const crl = (t.crl ?? []).map((c) => (/^https?:\/\//i.test(c) ? c : file(c)));
+    const allow = t.allow?.map((r, j) => rule(r, `${path}.allow[${j}]`, fail));
+
+    if (t.mode === "client") {
+      if (t.target === undefined) fail(path, 'missing key "target" (the tunnel server: host:port)');
+      return {
+        path,
+        name: t.name,
+        mode: "client",
+        listen: t.listen,
+        target: t.target as string,
+        protocol: t.protocol ?? "tcp",
+        tls,
+        crl,
+        ocsp: t.ocsp ?? false,
+        settings,
+        sni: [],
+        proxyProtocol: false,
+        unsafeTarget: false,
+        ...(t.server_name !== undefined ? { serverName: t.server_name } : {}),
+        ...(t.verify_dns ? { verifyDns: t.verify_dns } : {}),
+        ...(t.verify_uri ? { verifyUri: t.verify_uri } : {}),
+        ...(t.proxy !== undefined ? { proxy: t.proxy } : {}),
+        unsafeListen: t.unsafe_listen ?? false,
+      };
+    }
+
+    if (t.target === undefined && t.sni === undefined) {
+      fail(path, 'missing key "target" (or "sni": routes by server name)');
+    }
+    if (t.target !== undefined && allow === undefined) {
+      fail(path, 'missing key "allow" (deny by default: a server tunnel needs at least one rule)');
+    }
+    const serverNames = new Map<string, string>();
+    const sni = (t.sni ?? []).map((r, k): SniRouteConfig => {
+      const rpath = `${path}.sni[${k}]`;
+      const key = r.server_name.toLowerCase().replace(/\.$/, "");
+      const dup = serverNames.get(key);
+      if (dup) fail(`${rpath}.server_name`, `"${r.server_name}" is already routed by ${dup}`);
+      serverNames.set(key, rpath);
+      const own = r.allow?.map((x, j) => rule(x, `${rpath}.allow[${j}]`, fail));
+      const routeAllow = own ?? allow;
+      if (!routeAllow) {
+        fail(rpath, 'missing key "allow" (no rules for this name, and none on the tunnel)');
+      }
+      const routeTls = routeTlsOf(r, rpath, tls, t.state ? file(t.state) : topState, file, fail);
+      return {
+        path: rpath,
+        serverName: r.server_name,
+        target: r.target,
+        protocol: r.protocol ?? t.protocol ?? "tcp",
+        allow: routeAllow as RuleConfig[],
+        ...(routeTls ? { tls: routeTls } : {}),
+      };
+    });
+    return {
+      path,
+      name: t.name,
+      mode: "server",
+      listen: t.listen,
+      ...(t.target !== undefined ? { target: t.target } : {}),
+      protocol: t.protocol ?? "tcp",
+      tls,
+      crl,
+      ocsp: t.ocsp ?? false,
+      settings,
+      ...(allow ? { allow } : {}),
+      sni,
+      proxyProtocol: t.proxy_protocol ?? false,
+      unsafeTarget: t.unsafe_target ?? false,
+      unsafeListen: false,
+    };
+  });
+
+  return {
+    source,
+    file: resolve(dir, source),
+    dir,
+    logLevel: cfg.log?.level ?? TUNNEL_DEFAULTS.logLevel,
+    ...(cfg.status !== undefined ? { status: cfg.status } : {}),
+    tunnels,
+  };
+}
+
+type Fail = (path: string, message: string) => never;
+
+/**
+ * The issue to report: the first, except that a key missing from a mapping that also holds an
+ * unknown key is most likely that key misspelt ("tunnel:" for "tunnels:"), so the unknown key wins.
+ */
+function firstIssue(issues: readonly z.core.$ZodIssue[]): z.core.$ZodIssue {
+  const first = issues[0] as z.core.$ZodIssue;
+  const missing =
+    (first.code === "invalid_type" || first.code === "invalid_value") && first.input === undefined;
+  if (!missing) return first;
+  const parent = JSON.stringify(first.path.slice(0, -1));
+  return issues.find((i) => i.code === "unrecognized_keys" && JSON.stringify(i.path) === parent) ?? first;
+}
+
+function settingsOf(entry: SettingsEntry, base: TunnelSettings | undefined): TunnelSettings {
+  const b = base ?? {
+    handshakeTimeoutMs: parseDuration(TUNNEL_DEFAULTS.handshakeTimeout),
+    connectTimeoutMs: parseDuration(TUNNEL_DEFAULTS.connectTimeout),
+    idleTimeoutMs: parseDuration(TUNNEL_DEFAULTS.idleTimeout),
+    maxConnections: Number(TUNNEL_DEFAULTS.maxConnections),
+    maxConnLifetimeMs: 0,
+    shutdownTimeoutMs: parseDuration(TUNNEL_DEFAULTS.shutdownTimeout),
+  };
+  const reload = entry.reload_interval ?? b.reloadIntervalMs;
+  const ftpData = entry.ftp_data_timeout ?? b.ftpDataTimeoutMs;
+  return {
+    handshakeTimeoutMs: entry.handshake_timeout ?? b.handshakeTimeoutMs,
+    connectTimeoutMs: entry.connect_timeout ?? b.connectTimeoutMs,
+    idleTimeoutMs: entry.idle_timeout ?? b.idleTimeoutMs,
+    maxConnections: entry.max_connections ?? b.maxConnections,
+    maxConnLifetimeMs: entry.max_conn_lifetime ?? b.maxConnLifetimeMs,
+    shutdownTimeoutMs: entry.shutdown_timeout ?? b.shutdownTimeoutMs,
+    ...(reload ? { reloadIntervalMs: reload } : {}),
+    ...(ftpData ? { ftpDataTimeoutMs: ftpData } : {}),
+  };
+}
+
+function rule(r: RuleEntry, path: string, fail: Fail): RuleConfig {
+  const out: RuleConfig = {};
+  if (r.name !== undefined) out.name = r.name;
+  if (r.all !== undefined) out.all = r.all;
+  let conditions = 0;
+  for (const k of RULE_CONDITIONS) {
+    const v = r[k];
+    if (v !== undefined) {
+      out[k] = v;
+      conditions++;
+    }
+  }
+  if (r.all !== true && conditions === 0) {
+    fail(path, `an empty rule: give at least one condition (all: true, ${RULE_CONDITIONS.join(", ")})`);
+  }
+  return out;
+}
+
+function tunnelTls(
+  t: TunnelEntry,
+  path: string,
+  topState: string,
+  file: (p: string) => string,
+  fail: Fail,
+): TlsSourceConfig {
+  const given = (["cert", "key", "ca"] as const).filter((k) => t[k] !== undefined);
+  if (t.identity !== undefined) {
+    if (given.length)
+      fail(path, `give either cert, key and ca or identity, not both (${given.join(", ")} given)`);
+    return { state: t.state ? file(t.state) : topState, identity: t.identity };
+  }
+  if (t.state !== undefined)
+    fail(`${path}.state`, 'goes with "identity" (the name the certificate was issued under)');
+  if (given.length === 0)
+    fail(path, "no certificate: give cert, key and ca (or identity, from the local CA)");
+  if (given.length < 3) {
+    const lacking = (["cert", "key", "ca"] as const).filter((k) => t[k] === undefined);
+    fail(path, `give cert, key and ca together (missing: ${lacking.join(", ")})`);
+  }
+  return { cert: file(t.cert as string), key: file(t.key as string), ca: file(t.ca as string) };
+}
+
+/** A route's own certificate: cert + key (ca: the route's, else the tunnel's), or an identity. */
+function routeTlsOf(
+  r: SniRouteEntry,
+  path: string,
+  tunnel: TlsSourceConfig,
+  state: string,
+  file: (p: string) => string,
+  fail: Fail,
+): TlsSourceConfig | undefined {
+  if (r.identity !== undefined) {
+    const given = (["cert", "key", "ca"] as const).filter((k) => r[k] !== undefined);
+    if (given.length)
+      fail(path, `give either cert and key or identity, not both (${given.join(", ")} given)`);
+    return { state: "state" in tunnel ? tunnel.state : state, identity: r.identity };
+  }
+  if (r.cert === undefined && r.key === undefined) {
+    if (r.ca !== undefined) fail(`${path}.ca`, 'goes with "cert" and "key" (the route\'s own certificate)');
+    return undefined;
+  }
+  if (r.cert === undefined || r.key === undefined) {
+    fail(path, `give cert and key together (missing: ${r.cert === undefined ? "cert" : "key"})`);
+  }
+  // Trust anchors: the route's, else the tunnel's (its ca file, or the root of its local CA).
+  const ca = r.ca !== undefined ? file(r.ca) : "ca" in tunnel ? tunnel.ca : statePaths(tunnel.state).rootCert;
+  return { cert: file(r.cert as string), key: file(r.key as string), ca };
+}

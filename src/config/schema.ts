@@ -1,0 +1,274 @@
+import { z } from "zod";
+import { parseDuration } from "./duration.js";
+
+/**
+ * The mtls.yaml format, as zod 4 schemas: structure, key names (unknown keys are refused), types
+ * and durations. Rules between keys (a certificate given whole, server-only keys, ...) and the
+ * defaults are applied by load.ts, which also turns every issue into one line with its YAML path.
+ * docs/config.md documents every key.
+ */
+
+/**
+ * Defaults of a tunnel, chosen after ghostunnel and stunnel (the `mtls tunnel` flags and mtls.yaml
+ * share them):
+ *   handshake timeout  10s   (ghostunnel's --connect-timeout covers the same ground with 10s)
+ *   connect timeout    10s   (ghostunnel: 10s)
+ *   idle timeout       12h   (stunnel's TIMEOUTidle; ghostunnel has none; "off" disables)
+ *   max connections    0     (no limit, as ghostunnel's --max-concurrent-conns=0)
+ *   max conn lifetime  off   (ghostunnel: 0 = none)
+ *   shutdown timeout   30s   (drain time on SIGTERM before the rest are cut)
+ */
+export const TUNNEL_DEFAULTS = {
+  handshakeTimeout: "10s",
+  connectTimeout: "10s",
+  idleTimeout: "12h",
+  maxConnections: "0",
+  maxConnLifetime: "off",
+  shutdownTimeout: "30s",
+  logLevel: "info",
+} as const;
+
+/** The levels of observe/logger.ts (config imports nothing above it). */
+export const CONFIG_LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** The conditions of an allow rule (policy/types.ts RuleSpec, tunnels: no HTTP methods). */
+export const RULE_CONDITIONS = ["cn", "ou", "dns", "uri", "email", "fingerprint", "spki"] as const;
+
+/** How a value from the file is named in an error line: "the number 5", "a list", "nothing". */
+export function describeValue(v: unknown): string {
+  if (v === undefined || v === null) return "nothing";
+  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "number") return `the number ${v}`;
+  if (typeof v === "boolean") return String(v);
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return "a mapping";
+  return typeof v;
+}
+
+const text = z.string().min(1, { error: "must not be empty" });
+
+/** "alice" or ["alice", "bob"]: always a non-empty list after parsing. */
+const stringList = z
+  .unknown()
+  .transform((v, ctx): string[] => {
+    const list = typeof v === "string" ? [v] : v;
+    if (!Array.isArray(list) || list.some((s) => typeof s !== "string")) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a string or a list of strings, got ${describeValue(
+          Array.isArray(list) ? list.find((s) => typeof s !== "string") : v,
+        )}`,
+      });
+      return z.NEVER;
+    }
+    if (list.length === 0) {
+      ctx.addIssue({ code: "custom", message: "the list is empty" });
+      return z.NEVER;
+    }
+    if (list.some((s) => s.trim() === "")) {
+      ctx.addIssue({ code: "custom", message: "an empty string in the list" });
+      return z.NEVER;
+    }
+    return list as string[];
+  })
+  .optional();
+
+/** A duration string ("10s", "12h", "1h30m"); with `off`, also "off" or 0 for none (→ 0). */
+function duration(off: boolean) {
+  const examples = `examples: 10s, 12h, 1h30m${off ? '; "off" for none' : ""}`;
+  return z
+    .unknown()
+    .transform((v, ctx): number => {
+      if (off && (v === "off" || v === 0 || v === "0")) return 0;
+      if (typeof v !== "string") {
+        ctx.addIssue({
+          code: "custom",
+          message: `expected a duration (${examples}), got ${describeValue(v)}`,
+        });
+        return z.NEVER;
+      }
+      try {
+        return parseDuration(v);
+      } catch {
+        ctx.addIssue({ code: "custom", message: `invalid duration "${v}" (${examples})` });
+        return z.NEVER;
+      }
+    })
+    .optional();
+}
+
+const count = z
+  .unknown()
+  .transform((v, ctx): number => {
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a whole number, 0 for no limit, got ${describeValue(v)}`,
+      });
+      return z.NEVER;
+    }
+    return v;
+  })
+  .optional();
+
+/** Settings a tunnel takes from `defaults:` unless it sets them itself. */
+export const settingsShape = {
+  handshake_timeout: duration(false),
+  connect_timeout: duration(false),
+  idle_timeout: duration(true),
+  max_connections: count,
+  max_conn_lifetime: duration(true),
+  shutdown_timeout: duration(false),
+  reload_interval: duration(true),
+  ftp_data_timeout: duration(false),
+};
+
+export const settingsSchema = z.strictObject(settingsShape);
+
+/** One allow rule: every condition present must hold (AND); the values of one are alternatives (OR). */
+export const ruleSchema = z.strictObject({
+  name: text.optional(),
+  all: z.boolean().optional(),
+  cn: stringList,
+  ou: stringList,
+  dns: stringList,
+  uri: stringList,
+  email: stringList,
+  fingerprint: stringList,
+  spki: stringList,
+});
+
+const rules = z
+  .array(ruleSchema)
+  .min(1, { error: "the list is empty (deny by default: give at least one rule)" });
+
+/** The certificate of a tunnel (or of one SNI route): files, or a name issued by the local CA. */
+const tlsShape = {
+  cert: text.optional(),
+  key: text.optional(),
+  ca: text.optional(),
+  identity: text.optional(),
+};
+
+const protocol = z.enum(["tcp", "ftp"], {
+  error: (iss) =>
+    iss.input === undefined ? undefined : `must be tcp or ftp, not ${describeValue(iss.input)}`,
+});
+
+export const sniRouteSchema = z.strictObject({
+  server_name: text,
+  target: text,
+  protocol: protocol.optional(),
+  allow: rules.optional(),
+  ...tlsShape,
+});
+
+export const tunnelSchema = z.strictObject({
+  name: text,
+  mode: z.enum(["server", "client"], {
+    error: (iss) =>
+      iss.input === undefined ? undefined : `must be server or client, not ${describeValue(iss.input)}`,
+  }),
+  listen: text,
+  target: text.optional(),
+  protocol: protocol.optional(),
+  ...tlsShape,
+  state: text.optional(),
+  crl: stringList,
+  ocsp: z.boolean().optional(),
+  ...settingsShape,
+  // server tunnels
+  allow: rules.optional(),
+  sni: z.array(sniRouteSchema).min(1, { error: "the list is empty" }).optional(),
+  proxy_protocol: z.boolean().optional(),
+  unsafe_target: z.boolean().optional(),
+  // client tunnels
+  server_name: text.optional(),
+  verify_dns: stringList,
+  verify_uri: stringList,
+  proxy: text.optional(),
+  unsafe_listen: z.boolean().optional(),
+});
+
+export const configSchema = z.strictObject({
+  log: z
+    .strictObject({
+      level: z
+        .enum(CONFIG_LOG_LEVELS, {
+          error: (iss) =>
+            iss.input === undefined
+              ? undefined
+              : `must be one of ${CONFIG_LOG_LEVELS.join(", ")}, not ${describeValue(iss.input)}`,
+        })
+        .optional(),
+    })
+    .optional(),
+  status: text.optional(),
+  state: text.optional(),
+  defaults: settingsSchema.optional(),
+  tunnels: z.array(tunnelSchema).min(1, { error: "the list is empty: give at least one tunnel" }),
+});
+
+export type ConfigFile = z.output<typeof configSchema>;
+export type TunnelEntry = z.output<typeof tunnelSchema>;
+export type SniRouteEntry = z.output<typeof sniRouteSchema>;
+export type RuleEntry = z.output<typeof ruleSchema>;
+export type SettingsEntry = z.output<typeof settingsSchema>;
+
+/** Keys only a server tunnel takes, and keys only a client tunnel takes. */
+export const SERVER_ONLY_KEYS = ["allow", "sni", "proxy_protocol", "unsafe_target"] as const;
+export const CLIENT_ONLY_KEYS = [
+  "server_name",
+  "verify_dns",
+  "verify_uri",
+  "proxy",
+  "unsafe_listen",
+] as const;
+
+/** "tunnels[0].allow[1]" from ["tunnels", 0, "allow", 1]. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const p of path) {
+    if (typeof p === "number") out += `[${p}]`;
+    else out += out ? `.${String(p)}` : String(p);
+  }
+  return out;
+}
+
+const EXPECTED: Record<string, string> = {
+  string: "a string",
+  boolean: "true or false",
+  array: "a list",
+  object: "a mapping (key: value)",
+  number: "a number",
+};
+
+/**
+ * One zod issue as "path: what is wrong", never zod's own wording: a missing key is named on its
+ * parent ("tunnels[0]: missing key "listen""), an unknown one on its mapping.
+ */
+export function formatIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path;
+  const at = (p: readonly PropertyKey[], message: string) =>
+    p.length ? `${formatPath(p)}: ${message}` : message;
+  const missing = !("input" in issue) || issue.input === undefined;
+  switch (issue.code) {
+    case "unrecognized_keys": {
+      const keys = issue.keys.map((k) => `"${k}"`).join(", ");
+      return at(path, `unknown key${issue.keys.length > 1 ? "s" : ""} ${keys}`);
+    }
+    case "invalid_type":
+    case "invalid_value": {
+      if (missing && path.length > 0) {
+        return at(path.slice(0, -1), `missing key "${String(path[path.length - 1])}"`);
+      }
+      if (issue.code === "invalid_type") {
+        const expected = EXPECTED[issue.expected] ?? issue.expected;
+        return at(path, `expected ${expected}, got ${describeValue(issue.input)}`);
+      }
+      return at(path, issue.message);
+    }
+    default:
+      return at(path, issue.message);
+  }
+}
