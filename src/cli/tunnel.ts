@@ -18,7 +18,9 @@ import {
   buildTunnel,
   formatAddress,
   listenOptions,
+  type MintSpec,
   parseAddress,
+  type TargetTlsSpec,
   type TlsSource,
   type TunnelSpec,
 } from "../tunnel/index.js";
@@ -37,6 +39,7 @@ interface CommonOpts {
   name?: string;
   crl?: string[];
   ocsp?: boolean;
+  ocspRecheck?: string;
   reloadInterval?: string;
   handshakeTimeout: string;
   connectTimeout: string;
@@ -52,6 +55,14 @@ interface CommonOpts {
 interface ServerOpts extends CommonOpts, AllowFlags {
   proxyProtocol?: boolean;
   unsafeTarget?: boolean;
+  targetTls?: boolean;
+  targetCa?: string;
+  targetServerName?: string;
+  targetCert?: string;
+  targetKey?: string;
+  targetIdentity?: string;
+  mintTtl?: string;
+  passphraseFile?: string;
 }
 
 interface ClientOpts extends CommonOpts {
@@ -74,6 +85,10 @@ function addCommonOptions(cmd: Command): Command {
     .option("--name <name>", "with --state: the name the certificate was issued under")
     .option("--crl <file|url>", "CRL to check peers against, reloaded when it changes (repeatable)", collect)
     .option("--ocsp", "ask the OCSP responder in the peer certificate's AIA")
+    .option(
+      "--ocsp-recheck <duration>",
+      'with --ocsp: re-ask about peers in use this often, so revocations reach open connections (default 30s; "off": never)',
+    )
     .option("--reload-interval <duration>", "also re-read the certificate files this often (e.g. 1h)")
     .option("--handshake-timeout <duration>", "TLS handshake deadline", TUNNEL_DEFAULTS.handshakeTimeout)
     .option(
@@ -145,7 +160,30 @@ export function registerTunnel(program: Command): void {
       "--proxy-protocol",
       "send a PROXY protocol v2 header (peer address, TLS, client certificate) to the target",
     )
-    .option("--unsafe-target", "allow a target that is not loopback (its plain-text leg crosses a network)");
+    .option("--unsafe-target", "allow a target that is not loopback (its plain-text leg crosses a network)")
+    .option("--target-tls", "the target speaks TLS: connect to it with TLS and verify its certificate")
+    .option(
+      "--target-ca <file>",
+      "with --target-tls: CA certificate(s) the target's must chain to (default: --ca)",
+    )
+    .option(
+      "--target-server-name <name>",
+      "with --target-tls: SNI and the name the target's certificate must carry (default: the target host)",
+    )
+    .option("--target-cert <file>", "with --target-tls: client certificate to present to the target")
+    .option("--target-key <file>", "with --target-cert: its private key")
+    .option(
+      "--target-identity <mint>",
+      "with --target-tls: present a short-lived certificate minted by the local CA (--state) for each caller's identity",
+    )
+    .option(
+      "--mint-ttl <duration>",
+      "with --target-identity mint: lifetime of a minted certificate (default 1h)",
+    )
+    .option(
+      "--passphrase-file <file>",
+      "with --target-identity mint: the CA key passphrase (else $MTLS_PASSPHRASE, else STATE/passphrase)",
+    );
   addCommonOptions(server).action((opts: ServerOpts) => runServer(opts));
 
   const client = tunnel
@@ -203,6 +241,7 @@ interface Settings {
   maxConnLifetimeMs: number;
   shutdownTimeoutMs: number;
   reloadIntervalMs: number | undefined;
+  ocspRecheckMs: number | undefined;
   status: Address | undefined;
   logLevel: string;
 }
@@ -219,10 +258,66 @@ function settingsOf(opts: CommonOpts): Settings {
     reloadIntervalMs: opts.reloadInterval
       ? parseDuration(opts.reloadInterval, "--reload-interval")
       : undefined,
+    ocspRecheckMs: ocspRecheckOf(opts),
     status: opts.status
       ? parseAddress(opts.status, "--status", { allowPortZero: true, allowAnyHost: true })
       : undefined,
     logLevel: parseLogLevel(opts.logLevel),
+  };
+}
+
+/** --ocsp-recheck: only with --ocsp; "off" or 0 stops re-polling. */
+function ocspRecheckOf(opts: CommonOpts): number | undefined {
+  if (opts.ocspRecheck === undefined) return undefined;
+  if (!opts.ocsp) throw new MtlsError("E_USAGE", "--ocsp-recheck goes with --ocsp");
+  return optionalDuration(opts.ocspRecheck, "--ocsp-recheck");
+}
+
+/**
+ * --target-tls and its companions (any of them turns TLS to the target on), and the local CA that
+ * mints caller certificates for --target-identity mint.
+ */
+function targetTlsOf(opts: ServerOpts): { targetTls?: TargetTlsSpec; mint?: MintSpec } {
+  const given =
+    opts.targetTls ||
+    [opts.targetCa, opts.targetServerName, opts.targetCert, opts.targetKey, opts.targetIdentity].some(
+      (v) => v !== undefined,
+    );
+  if (!given) {
+    if (opts.mintTtl !== undefined)
+      throw new MtlsError("E_USAGE", "--mint-ttl goes with --target-identity mint");
+    return {};
+  }
+  if ((opts.targetCert === undefined) !== (opts.targetKey === undefined)) {
+    throw new MtlsError("E_USAGE", "--target-cert and --target-key go together");
+  }
+  if (opts.targetIdentity !== undefined && opts.targetIdentity !== "mint") {
+    throw new MtlsError("E_USAGE", `invalid --target-identity "${opts.targetIdentity}" (mint)`);
+  }
+  const mint = opts.targetIdentity === "mint";
+  if (mint && opts.targetCert !== undefined) {
+    throw new MtlsError(
+      "E_USAGE",
+      "give either --target-cert/--target-key or --target-identity mint, not both",
+    );
+  }
+  if (!mint && opts.mintTtl !== undefined) {
+    throw new MtlsError("E_USAGE", "--mint-ttl goes with --target-identity mint");
+  }
+  const targetTls: TargetTlsSpec = {
+    ...(opts.targetCa !== undefined ? { ca: opts.targetCa } : {}),
+    ...(opts.targetServerName !== undefined ? { serverName: opts.targetServerName } : {}),
+    ...(opts.targetCert !== undefined ? { cert: opts.targetCert, key: opts.targetKey as string } : {}),
+    ...(mint ? { identity: "mint" as const } : {}),
+  };
+  if (!mint) return { targetTls };
+  return {
+    targetTls,
+    mint: {
+      state: resolveStateDir(opts.state),
+      ...(opts.passphraseFile ? { passphraseFile: opts.passphraseFile } : {}),
+      ...(opts.mintTtl !== undefined ? { ttlMs: parseDuration(opts.mintTtl, "--mint-ttl") } : {}),
+    },
   };
 }
 
@@ -252,6 +347,7 @@ function commonSpec(opts: CommonOpts, s: Settings, listen: Address) {
     tls: tlsSourceOf(opts),
     ...(opts.crl?.length ? { crl: opts.crl } : {}),
     ...(opts.ocsp ? { ocsp: true } : {}),
+    ...(s.ocspRecheckMs !== undefined ? { ocspRecheckMs: s.ocspRecheckMs } : {}),
     ...(s.reloadIntervalMs ? { reloadIntervalMs: s.reloadIntervalMs } : {}),
     handshakeTimeoutMs: s.handshakeTimeoutMs,
     connectTimeoutMs: s.connectTimeoutMs,
@@ -342,13 +438,19 @@ async function runServer(opts: ServerOpts): Promise<void> {
   const rules = rulesFromFlags(opts);
   if (rules.length === 0) throw new MtlsError("E_USAGE", "deny by default: give at least one --allow-* rule");
   compilePolicy(rules);
+  const { targetTls, mint } = targetTlsOf(opts);
+  if (targetTls && protocol === "ftp")
+    throw new MtlsError("E_USAGE", "--target-tls is for TCP targets, not --protocol ftp");
   const common = commonSpec(opts, s, listen);
   const spec: TunnelSpec = {
     mode: "server",
     ...common,
-    routes: [{ target, rules, ...(protocol === "ftp" ? { protocol } : {}) }],
+    routes: [
+      { target, rules, ...(protocol === "ftp" ? { protocol } : {}), ...(targetTls ? { targetTls } : {}) },
+    ],
     proxyProtocol: opts.proxyProtocol ?? false,
     unsafeTarget: opts.unsafeTarget ?? false,
+    ...(mint ? { mint } : {}),
   };
   const log = createLogger({ level: s.logLevel, name: "mtls-tunnel-server" });
   const tunnel = await buildTunnel(spec, { logger: log, registry: defaultRegistry() });

@@ -8,6 +8,7 @@ export {
   parseConfig,
   type RuleConfig,
   type SniRouteConfig,
+  type TargetTlsConfig,
   type TlsFilesConfig,
   type TlsIdentityConfig,
   type TlsSourceConfig,

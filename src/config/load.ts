@@ -15,6 +15,7 @@ import {
   SERVER_ONLY_KEYS,
   type SettingsEntry,
   type SniRouteEntry,
+  type TargetTlsEntry,
   TUNNEL_DEFAULTS,
   type TunnelEntry,
 } from "./schema.js";
@@ -64,6 +65,16 @@ export interface TunnelSettings {
   ftpDataTimeoutMs?: number;
 }
 
+/** TLS to a server tunnel's target (paths absolute); see schema.ts targetTlsSchema. */
+export interface TargetTlsConfig {
+  /** Trust anchors for the target (absent: the tunnel's own). */
+  ca?: string;
+  serverName?: string;
+  cert?: string;
+  key?: string;
+  identity?: "mint";
+}
+
 export interface SniRouteConfig {
   /** Its place in the file, for error lines: "tunnels[0].sni[1]". */
   path: string;
@@ -75,6 +86,8 @@ export interface SniRouteConfig {
   allow: RuleConfig[];
   /** The route's own certificate, else the tunnel's. */
   tls?: TlsSourceConfig;
+  /** TLS to the route's target: its own target_tls, else the tunnel's. */
+  targetTls?: TargetTlsConfig;
 }
 
 export interface TunnelConfig {
@@ -91,12 +104,18 @@ export interface TunnelConfig {
   /** CRL files (absolute) and URLs. */
   crl: string[];
   ocsp: boolean;
+  /** How often OCSP answers of peers in use are re-polled (absent: the checker's default; 0: never). */
+  ocspRecheckMs?: number;
   settings: TunnelSettings;
   /** Server: the rules of the route to `target`, and of SNI routes without rules of their own. */
   allow?: RuleConfig[];
   sni: SniRouteConfig[];
   proxyProtocol: boolean;
   unsafeTarget: boolean;
+  /** Server: TLS to `target` (and to SNI routes without a target_tls of their own). */
+  targetTls?: TargetTlsConfig;
+  /** Server: the local CA minting caller certificates, when a route has target_tls.identity: mint. */
+  mint?: { state: string; ttlMs?: number };
   serverName?: string;
   verifyDns?: string[];
   verifyUri?: string[];
@@ -204,6 +223,9 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
     const settings = settingsOf(t, base);
     const crl = (t.crl ?? []).map((c) => (/^https?:\/\//i.test(c) ? c : file(c)));
     const allow = t.allow?.map((r, j) => rule(r, `${path}.allow[${j}]`, fail));
+    if (t.ocsp_recheck !== undefined && !t.ocsp) fail(`${path}.ocsp_recheck`, 'goes with "ocsp: true"');
+    const ocspRecheck = t.ocsp_recheck !== undefined ? { ocspRecheckMs: t.ocsp_recheck } : {};
+    const targetTls = t.target_tls ? targetTlsOf(t.target_tls, `${path}.target_tls`, file, fail) : undefined;
 
     if (t.mode === "client") {
       if (t.target === undefined) fail(path, 'missing key "target" (the tunnel server: host:port)');
@@ -217,6 +239,7 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
         tls,
         crl,
         ocsp: t.ocsp ?? false,
+        ...ocspRecheck,
         settings,
         sni: [],
         proxyProtocol: false,
@@ -248,6 +271,9 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
         fail(rpath, 'missing key "allow" (no rules for this name, and none on the tunnel)');
       }
       const routeTls = routeTlsOf(r, rpath, tls, t.state ? file(t.state) : topState, file, fail);
+      const routeTargetTls = r.target_tls
+        ? targetTlsOf(r.target_tls, `${rpath}.target_tls`, file, fail)
+        : targetTls;
       return {
         path: rpath,
         serverName: r.server_name,
@@ -255,8 +281,10 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
         protocol: r.protocol ?? t.protocol ?? "tcp",
         allow: routeAllow as RuleConfig[],
         ...(routeTls ? { tls: routeTls } : {}),
+        ...(routeTargetTls ? { targetTls: routeTargetTls } : {}),
       };
     });
+    const mint = mintOf(t, sni, path, t.state ? file(t.state) : topState, fail);
     return {
       path,
       name: t.name,
@@ -267,11 +295,14 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
       tls,
       crl,
       ocsp: t.ocsp ?? false,
+      ...ocspRecheck,
       settings,
       ...(allow ? { allow } : {}),
       sni,
       proxyProtocol: t.proxy_protocol ?? false,
       unsafeTarget: t.unsafe_target ?? false,
+      ...(targetTls ? { targetTls } : {}),
+      ...(mint ? { mint } : {}),
       unsafeListen: false,
     };
   });
@@ -355,7 +386,10 @@ function tunnelTls(
       fail(path, `give either cert, key and ca or identity, not both (${given.join(", ")} given)`);
     return { state: t.state ? file(t.state) : topState, identity: t.identity };
   }
-  if (t.state !== undefined)
+  // state also names the CA that mints caller certificates (target_tls.identity: mint).
+  const mints =
+    t.target_tls?.identity === "mint" || (t.sni ?? []).some((r) => r.target_tls?.identity === "mint");
+  if (t.state !== undefined && !mints)
     fail(`${path}.state`, 'goes with "identity" (the name the certificate was issued under)');
   if (given.length === 0)
     fail(path, "no certificate: give cert, key and ca (or identity, from the local CA)");
@@ -364,6 +398,55 @@ function tunnelTls(
     fail(path, `give cert, key and ca together (missing: ${lacking.join(", ")})`);
   }
   return { cert: file(t.cert as string), key: file(t.key as string), ca: file(t.ca as string) };
+}
+
+/** A target_tls mapping, checked, its paths made absolute. */
+function targetTlsOf(
+  e: TargetTlsEntry,
+  path: string,
+  file: (p: string) => string,
+  fail: Fail,
+): TargetTlsConfig {
+  if ((e.cert === undefined) !== (e.key === undefined)) {
+    fail(path, `give cert and key together (missing: ${e.cert === undefined ? "cert" : "key"})`);
+  }
+  if (e.identity === "mint" && e.cert !== undefined) {
+    fail(path, "give either cert and key or identity: mint, not both");
+  }
+  if (e.mint_ttl !== undefined && e.identity !== "mint") {
+    fail(`${path}.mint_ttl`, 'goes with "identity: mint"');
+  }
+  return {
+    ...(e.ca !== undefined ? { ca: file(e.ca) } : {}),
+    ...(e.server_name !== undefined ? { serverName: e.server_name } : {}),
+    ...(e.cert !== undefined ? { cert: file(e.cert) } : {}),
+    ...(e.key !== undefined ? { key: file(e.key) } : {}),
+    ...(e.identity ? { identity: e.identity } : {}),
+  };
+}
+
+/** The minting CA of a server tunnel (one per tunnel, so one mint_ttl), when a route mints. */
+function mintOf(
+  t: TunnelEntry,
+  sni: SniRouteConfig[],
+  path: string,
+  state: string,
+  fail: Fail,
+): { state: string; ttlMs?: number } | undefined {
+  const entries: [string, TargetTlsEntry][] = [];
+  if (t.target_tls) entries.push([`${path}.target_tls`, t.target_tls]);
+  for (const [k, r] of (t.sni ?? []).entries())
+    if (r.target_tls) entries.push([`${path}.sni[${k}].target_tls`, r.target_tls]);
+  const minting = t.target_tls?.identity === "mint" || sni.some((r) => r.targetTls?.identity === "mint");
+  if (!minting) return undefined;
+  let ttl: number | undefined;
+  for (const [where, e] of entries) {
+    if (e.mint_ttl === undefined) continue;
+    if (ttl !== undefined && ttl !== e.mint_ttl)
+      fail(`${where}.mint_ttl`, "one mint_ttl per tunnel (its routes share one minting CA)");
+    ttl = e.mint_ttl;
+  }
+  return { state, ...(ttl !== undefined ? { ttlMs: ttl } : {}) };
 }
 
 /** A route's own certificate: cert + key (ca: the route's, else the tunnel's), or an identity. */

@@ -155,12 +155,31 @@ const protocol = z.enum(["tcp", "ftp"], {
     iss.input === undefined ? undefined : `must be tcp or ftp, not ${describeValue(iss.input)}`,
 });
 
+/**
+ * TLS to a server tunnel's target: its trust anchors (default: the tunnel's ca), the name its
+ * certificate must carry (default: the target host), and what the tunnel presents to it: a fixed
+ * cert + key, or `identity: mint` (a short-lived certificate minted by the local CA per caller).
+ */
+export const targetTlsSchema = z.strictObject({
+  ca: text.optional(),
+  server_name: text.optional(),
+  cert: text.optional(),
+  key: text.optional(),
+  identity: z
+    .enum(["mint"], {
+      error: (iss) => (iss.input === undefined ? undefined : `must be mint, not ${describeValue(iss.input)}`),
+    })
+    .optional(),
+  mint_ttl: duration(false),
+});
+
 export const sniRouteSchema = z.strictObject({
   server_name: text,
   target: text,
   protocol: protocol.optional(),
   allow: rules.optional(),
   ...tlsShape,
+  target_tls: targetTlsSchema.optional(),
 });
 
 export const tunnelSchema = z.strictObject({
@@ -176,12 +195,14 @@ export const tunnelSchema = z.strictObject({
   state: text.optional(),
   crl: stringList,
   ocsp: z.boolean().optional(),
+  ocsp_recheck: duration(true),
   ...settingsShape,
   // server tunnels
   allow: rules.optional(),
   sni: z.array(sniRouteSchema).min(1, { error: "the list is empty" }).optional(),
   proxy_protocol: z.boolean().optional(),
   unsafe_target: z.boolean().optional(),
+  target_tls: targetTlsSchema.optional(),
   // client tunnels
   server_name: text.optional(),
   verify_dns: stringList,
@@ -214,9 +235,10 @@ export type TunnelEntry = z.output<typeof tunnelSchema>;
 export type SniRouteEntry = z.output<typeof sniRouteSchema>;
 export type RuleEntry = z.output<typeof ruleSchema>;
 export type SettingsEntry = z.output<typeof settingsSchema>;
+export type TargetTlsEntry = z.output<typeof targetTlsSchema>;
 
 /** Keys only a server tunnel takes, and keys only a client tunnel takes. */
-export const SERVER_ONLY_KEYS = ["allow", "sni", "proxy_protocol", "unsafe_target"] as const;
+export const SERVER_ONLY_KEYS = ["allow", "sni", "proxy_protocol", "unsafe_target", "target_tls"] as const;
 export const CLIENT_ONLY_KEYS = [
   "server_name",
   "verify_dns",

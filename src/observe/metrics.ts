@@ -20,7 +20,13 @@ export function defaultRegistry(): Registry {
 export type Direction = "in" | "out";
 
 /** Why a connection was turned away before TLS verification could even start. */
-export type RejectReason = "max_connections" | "shutting_down" | "target_unreachable" | "target_timeout";
+export type RejectReason =
+  | "max_connections"
+  | "shutting_down"
+  | "target_unreachable"
+  | "target_timeout"
+  /** The TLS leg to a TLS target failed (its certificate, the handshake, minting the caller's). */
+  | "target_tls";
 
 export interface TunnelMetrics {
   connectionsOpen: Gauge<"tunnel">;

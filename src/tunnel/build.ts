@@ -15,7 +15,9 @@ import {
 import { type Address, formatAddress } from "./address.js";
 import type { StopResult } from "./base.js";
 import { TunnelClient } from "./client.js";
+import { type IdentityMinter, openIdentityMinter } from "./mint.js";
 import { type Route, TunnelServer } from "./server.js";
+import { TargetTls } from "./target-tls.js";
 
 /**
  * A tunnel described as data, whatever it came from (`mtls tunnel` flags, a tunnels entry of
@@ -34,6 +36,30 @@ export interface RouteSpec {
   tls?: TlsSource;
   /** "ftp": the target is an FTP server, its passive data connections carried too (ftp.ts). Default "tcp". */
   protocol?: "tcp" | "ftp";
+  /** The target speaks TLS (or mTLS): verify it, and present a fixed or minted client certificate. */
+  targetTls?: TargetTlsSpec;
+}
+
+/** TLS to a route's target (target-tls.ts). */
+export interface TargetTlsSpec {
+  /** PEM trust anchors for the target's certificate (default: the tunnel's own CA file). */
+  ca?: string;
+  /** Name sent as SNI and required in the target's certificate (default: the target's host). */
+  serverName?: string;
+  /** A fixed client certificate and key for the target. */
+  cert?: string;
+  key?: string;
+  /** "mint": a short-lived certificate minted by the local CA for each caller (needs `mint`). */
+  identity?: "mint";
+}
+
+/** Where certificates for `targetTls.identity: "mint"` come from: the local CA of a state directory. */
+export interface MintSpec {
+  state: string;
+  /** The CA key's passphrase file (else MTLS_PASSPHRASE, else STATE/passphrase). */
+  passphraseFile?: string;
+  /** Lifetime of a minted certificate (default 1 h). */
+  ttlMs?: number;
 }
 
 interface CommonSpec {
@@ -44,6 +70,8 @@ interface CommonSpec {
   /** CRL files or URLs, reloaded when they change. */
   crl?: string[];
   ocsp?: boolean;
+  /** How often OCSP answers of peers in use are re-polled (default 30 s; 0: never). */
+  ocspRecheckMs?: number;
   /** Also re-read the certificate files this often (they are watched anyway). */
   reloadIntervalMs?: number;
   handshakeTimeoutMs?: number;
@@ -62,6 +90,8 @@ export interface ServerTunnelSpec extends CommonSpec {
   unsafeTarget?: boolean;
   /** FTP routes: how long an announced data port stays usable. */
   ftpDataTimeoutMs?: number;
+  /** The local CA that mints caller certificates for routes with `targetTls.identity: "mint"`. */
+  mint?: MintSpec;
 }
 
 export interface ClientTunnelSpec extends CommonSpec {
@@ -89,7 +119,15 @@ export interface BuildDeps {
 }
 
 /** What may change on a running tunnel without a restart: the rest of a spec must stay equal. */
-const SWAPPABLE = new Set(["tls", "crl", "ocsp", "routes", "reloadIntervalMs", "shutdownTimeoutMs"]);
+const SWAPPABLE = new Set([
+  "tls",
+  "crl",
+  "ocsp",
+  "ocspRecheckMs",
+  "routes",
+  "reloadIntervalMs",
+  "shutdownTimeoutMs",
+]);
 
 /**
  * Why `next` cannot be put in force on a tunnel running `current` (undefined: it can). Listen
@@ -128,9 +166,11 @@ export function describeTargets(spec: TunnelSpec): string {
 class Opened {
   readonly materials: TlsMaterial[] = [];
   readonly checkers: RevocationChecker[] = [];
+  readonly minters: IdentityMinter[] = [];
   close(): void {
     for (const m of this.materials.splice(0)) m.close();
     for (const c of this.checkers.splice(0)) c.close();
+    for (const m of this.minters.splice(0)) void m.close().catch(() => undefined);
   }
 }
 
@@ -140,7 +180,8 @@ async function filesOf(source: TlsSource): Promise<TlsFiles> {
 
 const filesKey = (f: TlsFiles, intervalMs: number | undefined) =>
   JSON.stringify([f.cert, f.key, f.ca, intervalMs ?? 0]);
-const revocationKey = (s: TunnelSpec) => JSON.stringify([s.crl ?? [], s.ocsp ?? false]);
+const revocationKey = (s: TunnelSpec) =>
+  JSON.stringify([s.crl ?? [], s.ocsp ?? false, s.ocspRecheckMs ?? null]);
 
 interface HeldMaterial {
   key: string;
@@ -169,6 +210,7 @@ export class BuiltTunnel {
     materialKey: string,
     routeMaterials: Map<string, HeldMaterial>,
     private readonly deps: BuildDeps,
+    private readonly minter?: IdentityMinter,
   ) {
     this.current = spec;
     this.materialKey = materialKey;
@@ -211,10 +253,12 @@ export class BuiltTunnel {
       const inner = await openMaterial(files, spec.reloadIntervalMs, log, opened);
       const routeMaterials = new Map<string, HeldMaterial>();
       const routes: Route[] = [];
+      const minter = await openMinter(spec, log, deps, opened);
       if (spec.mode === "server") {
         for (const [i, r] of spec.routes.entries()) {
           const m = await routeMaterial(r, spec, routeMaterials, new Map(), log, opened);
-          routes.push(routeOf(r, policies[i] as Route["policy"], m?.material));
+          const t = await targetTlsOf(r, files, minter);
+          routes.push(routeOf(r, policies[i] as Route["policy"], m?.material, t));
         }
       }
       const checker = await openRevocation(spec, log, opened);
@@ -263,6 +307,7 @@ export class BuiltTunnel {
         filesKey(files, spec.reloadIntervalMs),
         routeMaterials,
         deps,
+        minter,
       );
     } catch (err) {
       opened.close();
@@ -299,6 +344,7 @@ export class BuiltTunnel {
     this.revocation.close();
     for (const m of this.routeMaterials.values()) m.material.close();
     this.routeMaterials.clear();
+    void this.minter?.close().catch(() => undefined);
   }
 
   /** Re-reads every certificate file now (SIGHUP); true if any changed. */
@@ -306,6 +352,9 @@ export class BuiltTunnel {
     const results = await Promise.all([
       this.material.reload(),
       ...[...this.routeMaterials.values()].map((m) => m.material.reload()),
+      ...(this.tunnel instanceof TunnelServer ? this.tunnel.currentRoutes() : []).map(
+        (r) => r.targetTls?.reload() ?? false,
+      ),
     ]);
     return results.some(Boolean);
   }
@@ -334,7 +383,8 @@ export class BuiltTunnel {
       if (next.mode === "server") {
         for (const [i, r] of next.routes.entries()) {
           const m = await routeMaterial(r, next, routeMaterials, this.routeMaterials, log, opened);
-          routes.push(routeOf(r, policies[i] as Route["policy"], m?.material));
+          const t = await targetTlsOf(r, files, this.minter);
+          routes.push(routeOf(r, policies[i] as Route["policy"], m?.material, t));
         }
       }
       // Same targets, rules and per-name certificates: nothing to swap.
@@ -398,14 +448,67 @@ function ownLogger(spec: TunnelSpec, deps: BuildDeps): Logger {
   return spec.name !== undefined ? deps.logger.child({ tunnel: spec.name }) : deps.logger;
 }
 
-function routeOf(r: RouteSpec, policy: Route["policy"], material: TlsMaterial | undefined): Route {
+function routeOf(
+  r: RouteSpec,
+  policy: Route["policy"],
+  material: TlsMaterial | undefined,
+  targetTls?: TargetTls,
+): Route {
   return {
     ...(r.serverName !== undefined ? { serverName: r.serverName } : {}),
     target: r.target,
     policy,
     ...(material ? { material } : {}),
     ...(r.protocol ? { protocol: r.protocol } : {}),
+    ...(targetTls ? { targetTls } : {}),
   };
+}
+
+/** A route's TLS to its target: the files read and the options checked now (undefined: plain TCP). */
+async function targetTlsOf(
+  r: RouteSpec,
+  files: TlsFiles,
+  minter: IdentityMinter | undefined,
+): Promise<TargetTls | undefined> {
+  const t = r.targetTls;
+  if (!t) return undefined;
+  return TargetTls.open(
+    {
+      ca: t.ca ?? files.ca,
+      ...(t.serverName !== undefined ? { serverName: t.serverName } : {}),
+      ...(t.cert !== undefined ? { cert: t.cert } : {}),
+      ...(t.key !== undefined ? { key: t.key } : {}),
+      ...(t.identity ? { identity: t.identity } : {}),
+    },
+    r.target,
+    minter,
+  );
+}
+
+/** The local CA for minting, opened when a route of a server tunnel mints caller certificates. */
+async function openMinter(
+  spec: TunnelSpec,
+  log: Logger,
+  deps: BuildDeps,
+  opened: Opened,
+): Promise<IdentityMinter | undefined> {
+  if (spec.mode !== "server" || !spec.routes.some((r) => r.targetTls?.identity === "mint")) return undefined;
+  if (!spec.mint) {
+    throw new MtlsError(
+      "E_USAGE",
+      "--target-identity mint needs the local CA that mints the certificates (--state DIR and its passphrase)",
+    );
+  }
+  const minter = await openIdentityMinter({
+    state: spec.mint.state,
+    tunnel: spec.name ?? formatAddress(spec.listen),
+    logger: log,
+    ...(spec.mint.passphraseFile ? { passphraseFile: spec.mint.passphraseFile } : {}),
+    ...(spec.mint.ttlMs !== undefined ? { ttlMs: spec.mint.ttlMs } : {}),
+    ...(deps.clock ? { clock: deps.clock } : {}),
+  });
+  opened.minters.push(minter);
+  return minter;
 }
 
 async function openMaterial(
@@ -450,6 +553,7 @@ async function openRevocation(
   const checker = await createRevocationChecker({
     ...(spec.crl?.length ? { crl: spec.crl } : {}),
     ...(spec.ocsp ? { ocsp: true } : {}),
+    ...(spec.ocspRecheckMs !== undefined ? { ocspRecheckMs: spec.ocspRecheckMs } : {}),
     onError: (err, source) => log.warn({ err: err.message, source }, "revocation data problem"),
   });
   opened.checkers.push(checker);

@@ -40,6 +40,7 @@ export function tunnelSpecsFromConfig(config: MtlsConfig): TunnelSpec[] {
       tls: t.tls,
       ...(t.crl.length ? { crl: t.crl } : {}),
       ...(t.ocsp ? { ocsp: true } : {}),
+      ...(t.ocspRecheckMs !== undefined ? { ocspRecheckMs: t.ocspRecheckMs } : {}),
       ...(t.settings.reloadIntervalMs ? { reloadIntervalMs: t.settings.reloadIntervalMs } : {}),
       handshakeTimeoutMs: t.settings.handshakeTimeoutMs,
       connectTimeoutMs: t.settings.connectTimeoutMs,
@@ -87,12 +88,16 @@ export function tunnelSpecsFromConfig(config: MtlsConfig): TunnelSpec[] {
       } satisfies TunnelSpec;
     }
 
-    const target = (text: string, path: string, protocol: "tcp" | "ftp"): Address => {
+    const target = (text: string, path: string, protocol: "tcp" | "ftp", tls = false): Address => {
       const a = address(text, path, false);
       if (protocol === "ftp" && a.kind !== "tcp") {
         fail(path, "protocol ftp needs a TCP target (host:port): FTP data ports are TCP ports");
       }
-      if (!t.unsafeTarget && !isLoopback(a)) {
+      if (protocol === "ftp" && tls) {
+        fail(path, "target_tls is for TCP targets, not protocol ftp");
+      }
+      // A TLS target's leg is encrypted and its certificate verified: it may cross a network.
+      if (!t.unsafeTarget && !tls && !isLoopback(a)) {
         fail(
           path,
           `${formatAddress(a)} is neither loopback nor a Unix socket: its plain-text leg would cross a network (set unsafe_target: true if that is intended)`,
@@ -109,17 +114,19 @@ export function tunnelSpecsFromConfig(config: MtlsConfig): TunnelSpec[] {
       }
       return {
         serverName: r.serverName,
-        target: target(r.target, `${r.path}.target`, r.protocol),
+        target: target(r.target, `${r.path}.target`, r.protocol, r.targetTls !== undefined),
         ...(r.protocol === "ftp" ? { protocol: "ftp" as const } : {}),
         rules: rulesOf(r.allow, r.allow === t.allow ? `${t.path}.allow` : `${r.path}.allow`, config),
         ...(r.tls ? { tls: r.tls } : {}),
+        ...(r.targetTls ? { targetTls: r.targetTls } : {}),
       };
     });
     if (t.target !== undefined) {
       routes.push({
-        target: target(t.target, `${t.path}.target`, t.protocol),
+        target: target(t.target, `${t.path}.target`, t.protocol, t.targetTls !== undefined),
         ...(t.protocol === "ftp" ? { protocol: "ftp" as const } : {}),
         rules: rulesOf(t.allow ?? [], `${t.path}.allow`, config),
+        ...(t.targetTls ? { targetTls: t.targetTls } : {}),
       });
     }
     return {
@@ -128,6 +135,7 @@ export function tunnelSpecsFromConfig(config: MtlsConfig): TunnelSpec[] {
       routes,
       proxyProtocol: t.proxyProtocol,
       unsafeTarget: t.unsafeTarget,
+      ...(t.mint ? { mint: t.mint } : {}),
     } satisfies TunnelSpec;
   });
 }

@@ -16,10 +16,12 @@ export {
   buildTunnel,
   type ClientTunnelSpec,
   describeTargets,
+  type MintSpec,
   type PreparedUpdate,
   type RouteSpec,
   restartReason,
   type ServerTunnelSpec,
+  type TargetTlsSpec,
   type TlsSource,
   type TunnelSpec,
 } from "./build.js";
@@ -38,6 +40,15 @@ export {
 export { FtpClientControl, FtpServerControl } from "./ftp-control.js";
 export { type ApplyReport, describeListening, TunnelGroup, type TunnelGroupOptions } from "./group.js";
 export { connectViaHttpProxy, parseProxyUrl } from "./http-connect.js";
+export {
+  DEFAULT_MINT_TTL_MS,
+  IdentityMinter,
+  type IdentityMinterOptions,
+  type MintedIdentity,
+  mintName,
+  type OpenMinterOptions,
+  openIdentityMinter,
+} from "./mint.js";
 export { Pipe, type PipeEnd, type PipeOptions, type PipeResult, pipeSockets } from "./pipe.js";
 export {
   buildProxyHeaderV2,
@@ -52,3 +63,4 @@ export {
   type Tlv,
 } from "./proxy-protocol.js";
 export { type Route, TunnelServer, type TunnelServerOptions } from "./server.js";
+export { TargetTls, TargetTlsError, type TargetTlsOptions } from "./target-tls.js";

@@ -25,6 +25,7 @@ import {
   type ProxyEndpoint,
 } from "./proxy-protocol.js";
 import { auditIdentity, describeTlsError, handshakeFailureReason, peerOf } from "./report.js";
+import { type TargetTls, TargetTlsError } from "./target-tls.js";
 
 /** Where verified peers go: one route per TLS server name (SNI), and one default without. */
 export interface Route {
@@ -42,6 +43,11 @@ export interface Route {
    * during the handshake (SNI); absent: the tunnel's own material.
    */
   material?: TlsMaterial;
+  /**
+   * The target speaks TLS (or mTLS): the leg to it is wrapped by this (target-tls.ts), verified,
+   * and may present a fixed or a per-caller minted client certificate. TCP routes only.
+   */
+  targetTls?: TargetTls;
 }
 
 export interface TunnelServerOptions extends TunnelCommonOptions {
@@ -345,6 +351,30 @@ export class TunnelServer extends TunnelBase {
       return;
     }
     if (this.opts.proxyProtocol && !ftpData) target.write(this.proxyHeader(tls, v.identity, resumed));
+    // A TLS target: the PROXY header (if any) went in clear first, as HAProxy's accept-proxy expects.
+    if (route.targetTls && !ftp) {
+      try {
+        target = await route.targetTls.wrap(
+          target,
+          v.identity,
+          this.opts.handshakeTimeoutMs ?? DEFAULT_TIMEOUTS.handshakeTimeoutMs,
+        );
+      } catch (err) {
+        target.destroy();
+        tls.destroy();
+        const detail = (err as Error).message;
+        const reason = err instanceof TargetTlsError ? err.reason : "target_tls";
+        this.metrics.rejected.inc({ tunnel: this.name, reason });
+        this.log.warn({ peer: this.peer(tls), err: detail }, "TLS to the target failed");
+        report({ bytesIn: 0, bytesOut: 0, reason }, detail);
+        return;
+      }
+      if (tls.destroyed || this.stopping) {
+        target.destroy();
+        tls.destroy();
+        return;
+      }
+    }
     let ftpControl: ReturnType<FtpServerEnd["control"]> | undefined;
     if (ftp) {
       this.ftp().acknowledge(tls);
@@ -468,7 +498,14 @@ function validateRoutes(routes: Route[], unsafeTarget: boolean | undefined): voi
         `--protocol ftp needs a TCP target (host:port), not ${formatAddress(r.target)}: FTP data ports are TCP ports`,
       );
     }
-    if (!unsafeTarget && !isLoopback(r.target)) {
+    if (r.targetTls && r.protocol === "ftp") {
+      throw new MtlsError(
+        "E_USAGE",
+        "TLS to the target (--target-tls) is for TCP routes, not --protocol ftp",
+      );
+    }
+    // A TLS target's leg is encrypted and its certificate verified: it may cross a network.
+    if (!unsafeTarget && !isLoopback(r.target) && !r.targetTls) {
       throw new MtlsError(
         "E_USAGE",
         `the target ${formatAddress(r.target)} is neither loopback nor a Unix socket: its plain-text leg would cross a network (pass --unsafe-target if that is intended)`,
