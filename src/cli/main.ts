@@ -1,21 +1,37 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
 import { isMtlsError } from "../errors.js";
-import { registerAudit } from "./audit.js";
-import { registerExport } from "./export.js";
-import { registerInit } from "./init.js";
-import { registerInspect } from "./inspect.js";
-import { registerIssue, registerSign } from "./issue.js";
-import { registerList } from "./list.js";
-import { registerQuickstart } from "./quickstart.js";
-import { registerCrl, registerRevoke } from "./revoke.js";
-import { registerTunnel } from "./tunnel.js";
-import { registerUp } from "./up.js";
-import { registerVerify } from "./verify.js";
 
+type Register = (program: Command) => void;
+
+/**
+ * Every command, by name, with the module that registers it. Only the module of the command being
+ * run is loaded: a tunnel process then holds the tunnel code and not the CA's, which keeps start-up
+ * and the live heap small (see docs/benchmarks.md). Help and unknown commands load them all.
+ */
+const COMMANDS: Record<string, () => Promise<Register[]>> = {
+  init: async () => [(await import("./init.js")).registerInit],
+  issue: async () => [(await import("./issue.js")).registerIssue],
+  sign: async () => [(await import("./issue.js")).registerSign],
+  list: async () => [(await import("./list.js")).registerList],
+  inspect: async () => [(await import("./inspect.js")).registerInspect],
+  verify: async () => [(await import("./verify.js")).registerVerify],
+  revoke: async () => [(await import("./revoke.js")).registerRevoke],
+  crl: async () => [(await import("./revoke.js")).registerCrl],
+  export: async () => [(await import("./export.js")).registerExport],
+  audit: async () => [(await import("./audit.js")).registerAudit],
+  quickstart: async () => [(await import("./quickstart.js")).registerQuickstart],
+  tunnel: async () => [(await import("./tunnel.js")).registerTunnel],
+  up: async () => [(await import("./up.js")).registerUp],
+};
 const VERSION = "0.1.0";
 
-export function buildProgram(): Command {
+/** The first argument that is not an option: the command being run, if any. */
+function commandName(argv: string[]): string | undefined {
+  return argv.slice(2).find((a) => !a.startsWith("-"));
+}
+
+export async function buildProgram(argv: string[] = process.argv): Promise<Command> {
   const program = new Command("mtls")
     .description("mutual TLS for a whole business: a private CA, tunnels and a gateway")
     .version(VERSION)
@@ -24,22 +40,16 @@ export function buildProgram(): Command {
     .configureOutput({
       outputError: (str, write) => write(`mtls: ${str.replace(/^error: /, "").trimEnd()}\n`),
     });
-  for (const register of [
-    registerInit,
-    registerIssue,
-    registerSign,
-    registerList,
-    registerInspect,
-    registerVerify,
-    registerRevoke,
-    registerCrl,
-    registerExport,
-    registerAudit,
-    registerQuickstart,
-    registerTunnel,
-    registerUp,
-  ]) {
-    register(program);
+  const name = commandName(argv);
+  const load = name !== undefined && name !== "help" ? COMMANDS[name] : undefined;
+  const loaders = load ? [load] : Object.values(COMMANDS);
+  const registered = new Set<Register>();
+  for (const registers of await Promise.all(loaders.map((l) => l()))) {
+    for (const register of registers) {
+      if (registered.has(register)) continue;
+      registered.add(register);
+      register(program);
+    }
   }
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
@@ -48,7 +58,7 @@ export function buildProgram(): Command {
 /** Runs the CLI: usage errors exit 2, every other failure prints one line and exits 1. */
 export async function main(argv: string[]): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv);
+    await (await buildProgram(argv)).parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
