@@ -25,6 +25,15 @@ export const ERROR_CODES = {
   E_AUDIT_TAMPERED: "the audit log's hash chain does not verify",
   E_STORE: "the state database failed",
   E_IO: "a file could not be read or written",
+  E_TOKEN_INVALID: "the enrollment token is unknown, malformed or does not match",
+  E_TOKEN_USED: "the enrollment token has already been used",
+  E_TOKEN_EXPIRED: "the enrollment token has expired",
+  E_TOKEN_SCOPE: "the request asks for more than the enrollment token grants (name, profile, SANs, lifetime)",
+  E_NOT_AUTHENTICATED: "no valid client certificate was presented where one is required",
+  E_RATE_LIMITED: "too many requests from this client; retry later",
+  E_TOO_LARGE: "the request body is larger than allowed",
+  E_UNAVAILABLE: "the CA service or another peer could not be reached or did not answer in time",
+  E_HTTP: "the CA service answered with an error",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
