@@ -117,6 +117,11 @@ export class SwappableRevocation extends EventEmitter implements RevocationCheck
     return this.inner ? this.inner.check(leaf, issuer) : Promise.resolve({ ...NONE });
   }
 
+  /** Only while a checker is in force, and as that checker says. */
+  needsIssuer(): boolean {
+    return this.inner ? (this.inner.needsIssuer?.() ?? true) : false;
+  }
+
   close(): void {
     this.inner?.off("update", this.onUpdate);
     this.inner?.close();

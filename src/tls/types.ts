@@ -59,6 +59,11 @@ export interface RevocationStatus {
  */
 export interface RevocationChecker extends EventEmitter {
   check(leaf: CertInfo, issuer: CertInfo | undefined): Promise<RevocationStatus>;
+  /**
+   * False while a check would not look at the issuer (a stand-in with no sources in force, such as
+   * an empty SwappableRevocation): callers may then read the peer's leaf alone. Absent: it does.
+   */
+  needsIssuer?(): boolean;
   close(): void;
 }
 
@@ -80,7 +85,10 @@ export type PeerVerification =
       identity: PeerIdentity;
       leaf: CertInfo;
       revocation: RevocationStatus;
-      /** Leaf first, as far as Node knows it (see peerCertificateChain); keep it with the session. */
+      /**
+       * Leaf first, as far as Node knows it (see peerCertificateChain); the leaf alone with
+       * `peerChain: "leaf"`. Keep it with the session.
+       */
       chain?: CertInfo[];
     }
   | { ok: false; reason: RefusalReason; detail: string; identity?: PeerIdentity };
@@ -89,6 +97,12 @@ export type PeerVerification =
 export interface VerifyPeerOptions {
   purpose: "client" | "server";
   revocation?: RevocationChecker;
+  /**
+   * What to read of the peer's chain: "full" (default) the leaf and its issuers, "leaf" the leaf
+   * alone, which is cheaper (see peerCertificateChain's leafOnly). Pass "leaf" only when nothing
+   * needs the issuer: with it, `revocation` is asked with no issuer.
+   */
+  peerChain?: "full" | "leaf";
   /** Server names or URIs the peer (a server) must carry: the client's --server-name / --verify-*. */
   expectDns?: string[];
   expectUri?: string[];

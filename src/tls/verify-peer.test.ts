@@ -176,6 +176,24 @@ describe("verifyPeer accepts", () => {
     );
   });
 
+  test('peerChain "leaf": the same verdict from the leaf alone, and the checker gets no issuer', async () => {
+    const checker = fakeChecker({ status: "good", source: "none" });
+    const { server: v } = await handshake({
+      clientCert: alice,
+      onServer: { peerChain: "leaf", revocation: checker },
+    });
+    const ok = accepted(v);
+    assert.equal(ok.identity.commonName, "alice");
+    assert.deepEqual(
+      ok.chain?.map((c) => c.subject),
+      [alice.certificate.subject],
+    );
+    assert.equal(checker.calls[0]?.[1], undefined);
+    // Refusals read from the leaf alone too.
+    const bad = await handshake({ clientCert: mallory, onServer: { peerChain: "leaf" } });
+    assert.equal(refused(bad.server).reason, "unknown_ca");
+  });
+
   test("a server carrying the expected DNS name, IP or URI", async () => {
     for (const onClient of [
       { expectDns: ["localhost"] },

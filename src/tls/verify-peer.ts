@@ -58,7 +58,7 @@ function authorizationCode(socket: TLSSocket): string {
 export const verifyPeer: VerifyPeer = async (socket, opts) => {
   let chain: CertInfo[];
   try {
-    chain = peerCertificateChain(socket);
+    chain = peerCertificateChain(socket, { leafOnly: opts.peerChain === "leaf" });
   } catch (err) {
     return refuse("handshake_error", `unparseable peer certificate: ${(err as Error).message}`);
   }

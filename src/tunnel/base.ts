@@ -73,6 +73,8 @@ export abstract class TunnelBase extends EventEmitter {
     this.log.warn({ err: err.message }, "new TLS files refused; the previous ones stay in force");
   private readonly onMaterialReload = () => this.materialReloaded();
   private readonly onRevocationUpdate = () => void this.recheckRevocations();
+  /** Counts piped bytes in the bytes metric: one function for all of this tunnel's connections. */
+  private readonly countBytes: (dir: "in" | "out", n: number) => void;
 
   constructor(
     protected readonly common: TunnelCommonOptions,
@@ -94,6 +96,9 @@ export abstract class TunnelBase extends EventEmitter {
     this.metrics.resumed.inc(labels, 0);
     for (const reason of REFUSAL_REASONS) this.metrics.handshakeFailures.inc({ ...labels, reason }, 0);
     for (const direction of ["in", "out"] as const) this.metrics.bytes.inc({ ...labels, direction }, 0);
+    const bytesIn = this.metrics.bytes.labels({ ...labels, direction: "in" });
+    const bytesOut = this.metrics.bytes.labels({ ...labels, direction: "out" });
+    this.countBytes = (dir, n) => (dir === "in" ? bytesIn : bytesOut).inc(n);
     const m = common.material;
     this.unwatch.push(
       this.metrics.watchCertificate(this.name, "leaf", () => m.certificate.notAfter),
@@ -110,6 +115,30 @@ export abstract class TunnelBase extends EventEmitter {
   /** Connections being piped right now. */
   get openConnections(): number {
     return this.live.size;
+  }
+
+  /**
+   * How much of the peer's chain verification reads: the leaf alone when no revocation checker in
+   * force needs the issuer (cheaper per handshake), else the full chain. Asked per connection, right
+   * before verifying, so a checker swapped in later gets its issuers.
+   */
+  protected peerChain(): "full" | "leaf" {
+    const r = this.revocation;
+    return r && (r.needsIssuer?.() ?? true) ? "full" : "leaf";
+  }
+
+  /**
+   * The `onData` of a connection's pipe: the byte counters, shared by the tunnel's connections,
+   * and `touch` (an FTP data connection keeping its control connection alive) if given.
+   */
+  protected pipeOnData(touch?: () => void): (dir: "in" | "out", n: number) => void {
+    const count = this.countBytes;
+    return touch
+      ? (dir, n) => {
+          count(dir, n);
+          touch();
+        }
+      : count;
   }
 
   /** Called after the material swapped in new files. */

@@ -290,6 +290,7 @@ export class TunnelClient extends TunnelBase {
         expectDns: this.expect.expectDns,
         expectUri: this.expect.expectUri,
         ...(revocation ? { revocation } : {}),
+        peerChain: this.peerChain(),
         clock: this.clock,
       });
     }
@@ -452,16 +453,9 @@ export class TunnelClient extends TunnelBase {
         : undefined;
 
     const labels = { tunnel: this.name };
-    const bytesIn = this.metrics.bytes.labels({ ...labels, direction: "in" });
-    const bytesOut = this.metrics.bytes.labels({ ...labels, direction: "out" });
-    const touch = ftpData?.touch;
     const pipe = pipeSockets(plain, ftpControl?.stream ?? tls, {
       ...(this.opts.idleTimeoutMs ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
-      onData: (dir, n) => {
-        if (dir === "in") bytesIn.inc(n);
-        else bytesOut.inc(n);
-        touch?.();
-      },
+      onData: this.pipeOnData(ftpData?.touch),
     });
     let closeDetail: string | undefined;
     ftpControl?.stream.once("problem", (p: { detail: string }) => {

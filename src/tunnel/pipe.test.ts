@@ -1,8 +1,17 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
+import { connect as tlsConnect } from "node:tls";
+import { createTestPki } from "../../test/fixtures/pki.js";
+import type { ConnectionAuditFields } from "../observe/index.js";
+import { Registry } from "../observe/index.js";
+import { makeSan } from "../pki/names.js";
+import { compilePolicy, rulesFromFlags } from "../policy/index.js";
+import { loadTlsMaterial, verifyPeer } from "../tls/index.js";
 import { pipeSockets } from "./pipe.js";
+import { TunnelServer } from "./server.js";
 
 /** A listening server on 127.0.0.1 that hands its accepted sockets out one by one. */
 async function acceptor(): Promise<{ server: Server; port: number; next: () => Promise<Socket> }> {
@@ -117,6 +126,25 @@ describe("pipe", () => {
     await within(once(t.client, "end"), 2000, "client sees the close");
   });
 
+  it("traffic in either direction alone keeps it from the idle timeout", async () => {
+    for (const talker of ["client", "backend"] as const) {
+      const t = await setup();
+      cleanups.push(t.close);
+      const pipe = pipeSockets(t.a, t.b, { idleTimeoutMs: 200 });
+      t.client.resume();
+      t.backend.resume();
+      const writer = setInterval(() => t[talker].write("x"), 50);
+      await new Promise((r) => setTimeout(r, 600));
+      clearInterval(writer);
+      assert.equal(pipe.closed, false, `${talker} writing every 50 ms`);
+      const stopped = Date.now();
+      const r = await within(pipe.done, 2000, "idle timeout after the traffic stops");
+      assert.equal(r.reason, "idle_timeout");
+      assert.ok(Date.now() - stopped >= 150);
+      assert.ok((talker === "client" ? r.bytesIn : r.bytesOut) >= 10);
+    }
+  });
+
   it("close(reason) ends it with that reason", async () => {
     const t = await setup();
     cleanups.push(t.close);
@@ -124,6 +152,62 @@ describe("pipe", () => {
     pipe.close("revoked");
     pipe.close("later reasons lose");
     assert.equal((await pipe.done).reason, "revoked");
+  });
+
+  it("a FIN that came before the pipe (its 'end' already emitted) still closes both sides", async () => {
+    // A health check that connects and closes while the tunnel is still verifying or connecting to
+    // the target: Node sockets read from accept on, so 'end' has fired before pipe() subscribes.
+    const t = await setup();
+    cleanups.push(t.close);
+    t.client.end();
+    await within(once(t.a, "end"), 2000, "the tunnel's socket reads the FIN");
+    assert.ok(t.a.readableEnded);
+    const pipe = pipeSockets(t.a, t.b);
+    // The FIN is passed on: the backend sees its end, answers and closes; all is torn down.
+    t.backend.resume();
+    await within(once(t.backend, "end"), 1000, "backend sees the FIN");
+    t.backend.end("bye");
+    const atClient = collect(t.client);
+    assert.equal(await within(atClient, 1000, "client sees the answer and the close"), "bye");
+    const r = await within(pipe.done, 1000, "pipe done");
+    assert.deepEqual(r, { bytesIn: 0, bytesOut: 3, reason: "closed" });
+  });
+
+  it("FINs from both sides before the pipe: done at once, both sockets closed", async () => {
+    const t = await setup();
+    cleanups.push(t.close);
+    t.client.end();
+    t.backend.end();
+    await within(Promise.all([once(t.a, "end"), once(t.b, "end")]), 2000, "both FINs read");
+    const pipe = pipeSockets(t.a, t.b);
+    const r = await within(pipe.done, 1000, "pipe done");
+    assert.equal(r.reason, "closed");
+    t.client.resume();
+    t.backend.resume();
+    await within(Promise.all([once(t.client, "close"), once(t.backend, "close")]), 1000, "both closed");
+  });
+
+  it("a socket already destroyed (or errored) before the pipe ends it at once, the other side too", async () => {
+    const t = await setup();
+    cleanups.push(t.close);
+    t.a.destroy();
+    await once(t.a, "close");
+    const pipe = pipeSockets(t.a, t.b);
+    const r = await within(pipe.done, 1000, "pipe done");
+    assert.equal(r.reason, "reset");
+    assert.ok(t.b.destroyed);
+
+    const u = await setup();
+    cleanups.push(u.close);
+    u.b.on("error", () => undefined);
+    u.b.destroy(new Error("boom"));
+    // (events.once would reject with the 'error' that comes first.)
+    await new Promise((resolve) => u.b.once("close", resolve));
+    const pipe2 = pipeSockets(u.a, u.b);
+    const r2 = await within(pipe2.done, 1000, "pipe done");
+    assert.equal(r2.reason, "error");
+    assert.equal(r2.error?.message, "boom");
+    assert.ok(u.a.destroyed);
   });
 
   it("respects backpressure: 200 MB into a slow reader stay within a few MB of buffers", async (tc) => {
@@ -195,5 +279,75 @@ describe("pipe", () => {
     );
     assert.ok(maxBuffered < 4 * 1024 * 1024, `the tunnel buffered up to ${maxBuffered} bytes`);
     assert.ok(maxRss - rssBefore < 100 * 1024 * 1024, `RSS grew by ${maxRss - rssBefore} bytes`);
+  });
+});
+
+describe("a tunnel server and a client that closes before its connection is piped", () => {
+  it("a TLS client that sends nothing and closes: both sides closed within a second", async () => {
+    const pki = await createTestPki("mtls-pipe-");
+    cleanups.push(() => void pki.close());
+    const server = await pki.issue("server", "tunnel", { sans: [makeSan("ip", "127.0.0.1")] });
+    const alice = await pki.issue("client", "alice");
+    const material = await loadTlsMaterial({ cert: server.cert, key: server.key, ca: server.ca });
+    cleanups.push(() => material.close());
+
+    // The target records its connections and when each one's end arrived.
+    const target = await acceptor();
+    cleanups.push(() => target.server.close());
+    const tunnel = new TunnelServer({
+      name: "early-fin",
+      listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
+      routes: [
+        {
+          target: { kind: "tcp", host: "127.0.0.1", port: target.port },
+          policy: compilePolicy(rulesFromFlags({ allowCn: ["alice"] })),
+        },
+      ],
+      material,
+      registry: new Registry(),
+      // A slow verification (an OCSP responder, say): the client's close arrives meanwhile.
+      verifyPeer: async (socket, opts) => {
+        await new Promise((r) => setTimeout(r, 150));
+        return verifyPeer(socket, opts);
+      },
+    });
+    const events: ConnectionAuditFields[] = [];
+    tunnel.on("connection", (e: ConnectionAuditFields) => events.push(e));
+    const address = await tunnel.start();
+    cleanups.push(() => void tunnel.stop(100));
+    assert.equal(address.kind, "tcp");
+
+    const client = tlsConnect({
+      host: "127.0.0.1",
+      port: address.kind === "tcp" ? address.port : 0,
+      ca: readFileSync(server.ca),
+      cert: readFileSync(alice.cert),
+      key: readFileSync(alice.key),
+      servername: "localhost",
+      checkServerIdentity: () => undefined,
+    });
+    client.on("error", () => undefined);
+    cleanups.push(() => client.destroy());
+    await within(once(client, "secureConnect"), 5000, "TLS connect");
+    client.resume();
+    const clientClosed = once(client, "close");
+    const started = Date.now();
+    client.end(); // close_notify + FIN, nothing sent
+
+    const atTarget = await within(target.next(), 2000, "the tunnel connects to the target");
+    atTarget.resume();
+    await within(once(atTarget, "end"), 1000, "the target sees the FIN passed on");
+    atTarget.end();
+    await within(clientClosed, 1000, "the client's connection is closed");
+    await within(
+      (async () => {
+        while (events.length === 0) await new Promise((r) => setTimeout(r, 10));
+      })(),
+      1000,
+      "the audit line",
+    );
+    assert.equal(events[0]?.reason, "closed");
+    assert.equal(tunnel.openConnections, 0);
+    assert.ok(Date.now() - started < 2000);
   });
 });

@@ -266,6 +266,7 @@ export class TunnelServer extends TunnelBase {
     const v = await this.verify(tls, {
       purpose: "client",
       ...(this.revocation ? { revocation: this.revocation } : {}),
+      peerChain: this.peerChain(),
       clock: this.clock,
     });
     if (!v.ok) return this.refuse(tls, v.reason, v.detail, startedAt, v.identity);
@@ -386,16 +387,9 @@ export class TunnelServer extends TunnelBase {
     }
 
     const labels = { tunnel: this.name };
-    const bytesIn = this.metrics.bytes.labels({ ...labels, direction: "in" });
-    const bytesOut = this.metrics.bytes.labels({ ...labels, direction: "out" });
-    const touch = ftpData?.touch;
     const pipe = pipeSockets(tls, ftpControl?.stream ?? target, {
       ...(this.opts.idleTimeoutMs ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
-      onData: (dir, n) => {
-        if (dir === "in") bytesIn.inc(n);
-        else bytesOut.inc(n);
-        touch?.();
-      },
+      onData: this.pipeOnData(ftpData?.touch),
     });
     let closeDetail: string | undefined;
     ftpControl?.stream.once("problem", (p: { detail: string }) => {
