@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { statePaths } from "../config/state.js";
 import { MtlsError } from "../errors.js";
-import { type CertificateRecord, openSqliteStore } from "../store/index.js";
+// The store is imported when a name is looked up: tunnels given files never load it.
+import type { CertificateRecord } from "../store/index.js";
 import type { TlsFiles } from "./types.js";
 
 /**
@@ -21,6 +22,7 @@ export async function tlsFilesFromState(
   if (!existsSync(paths.rootCert)) {
     throw new MtlsError("E_NOT_FOUND", `the CA's root certificate is missing: ${paths.rootCert}`);
   }
+  const { openSqliteStore } = await import("../store/index.js");
   const store = await openSqliteStore(paths.database);
   let records: CertificateRecord[];
   try {

@@ -284,7 +284,7 @@ export class TunnelClient extends TunnelBase {
   /** Verifies the server: in full on a full handshake, from the cached session on a resumed one. */
   private async verifyServer(tls: TLSSocket, offered: CachedSession | undefined): Promise<PeerVerification> {
     const revocation = this.revocation;
-    if (!(tls.isSessionReused() && offered && !tls.getPeerX509Certificate())) {
+    if (!(tls.isSessionReused() && offered && !tls.getPeerCertificate()?.raw)) {
       return this.verify(tls, {
         purpose: "server",
         expectDns: this.expect.expectDns,

@@ -1,4 +1,6 @@
-import { type CertificateAuthority, type Clock, openCa } from "../ca/index.js";
+// Types only at load time: the CA (and its store) is imported when a minter is created, so tunnels
+// that do not mint keep it out of their heap.
+import type { CertificateAuthority, Clock } from "../ca/index.js";
 import { statePaths } from "../config/state.js";
 import { MtlsError } from "../errors.js";
 import { type Logger, silentLogger } from "../observe/index.js";
@@ -193,6 +195,7 @@ export interface OpenMinterOptions {
  * or missing passphrase stops the tunnel at start rather than at its first connection.
  */
 export async function openIdentityMinter(opts: OpenMinterOptions): Promise<IdentityMinter> {
+  const { openCa } = await import("../ca/index.js");
   const ca = await openCa(statePaths(opts.state), {
     ...(opts.passphraseFile ? { passphraseFile: opts.passphraseFile } : {}),
     ...(opts.env ? { env: opts.env } : {}),
