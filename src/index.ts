@@ -2,6 +2,7 @@
  * The mtls library: everything the CLI does, for programs to import. The CLI (src/cli) is a thin
  * shell over these exports.
  */
+export * from "./agent/index.js";
 export * from "./ca/index.js";
 export * from "./config/index.js";
 export { ERROR_CODES, type ErrorCode, isMtlsError, MtlsError } from "./errors.js";
@@ -13,6 +14,7 @@ export {
   type CertificateFilter,
   type CertificateRecord,
   type CertificateStatus,
+  type EnrollmentTokenRecord,
   openSqliteStore,
   type Store,
   type StoreTx,

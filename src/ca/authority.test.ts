@@ -531,7 +531,8 @@ describe("recoverPending (after a hard crash)", () => {
     const f = await freshCa();
     const { issued } = await pending(f, "web", { cert: false, key: false });
     assert.equal((await f.ca.store.getCertificate(issued.record.serial))?.status, "pending");
-    assert.equal((await lastAudit(f.ca))?.action, "ca.init");
+    // (init's own events come last otherwise: ca.init, and the first admin's)
+    assert.ok(!(await f.ca.store.listAudit()).some((e) => e.subject === issued.record.serial));
     assert.deepEqual(await f.ca.resolve("web"), []);
   });
 

@@ -1,5 +1,14 @@
 export {
+  type AdminIdentity,
+  adminNames,
+  DEFAULT_ADMIN_NAME,
+  type EnsureAdminOptions,
+  ensureAdmin,
+  isAdmin,
+} from "./admin.js";
+export {
   BACKDATE_MS,
+  type CaEvents,
   type CaSettings,
   CertificateAuthority,
   type Clock,
@@ -8,8 +17,25 @@ export {
   type IssueRequest,
   ROOT_CRL_VALIDITY_MS,
 } from "./authority.js";
+export { CrlPublisher, type CrlPublisherOptions, type PublishedCrls } from "./crl-publisher.js";
 export { type Delivered, type DeliverOptions, issueToFiles, recoverPending } from "./deliver.js";
 export { type InitOptions, type InitResult, initCa } from "./init.js";
+export {
+  ensureResponderCertificate,
+  OCSP_CERT_NAME,
+  OCSP_CERT_RENEW_FRACTION,
+  OCSP_CERT_TTL_MS,
+  type ResponderCertOptions,
+  type ResponderIdentity,
+} from "./ocsp-cert.js";
+export {
+  OCSP_REFRESH_FRACTION,
+  OCSP_VALIDITY_MS,
+  type OcspReply,
+  type OcspReplyStatus,
+  OcspResponder,
+  type OcspResponderOptions,
+} from "./ocsp-responder.js";
 export { type OpenCaOptions, openCa } from "./open.js";
 export {
   caUrls,
@@ -19,3 +45,25 @@ export {
   parseProfile,
   validateLeafName,
 } from "./profiles.js";
+export { type RenewRequest, renew } from "./renew.js";
+export {
+  CA_SETTING_KEYS,
+  type CaSettingName,
+  getCaSetting,
+  setAdmins,
+  setPublicUrl,
+  validatePublicUrl,
+} from "./settings.js";
+export {
+  type CreatedToken,
+  type CreateTokenOptions,
+  createToken,
+  type EnrollRequest,
+  enroll,
+  TOKEN_DEFAULT_VALID_FOR_MS,
+  TOKEN_MAX_VALID_FOR_MS,
+  type TokenGrant,
+  type TokenStatus,
+  tokenIdOf,
+  tokenStatus,
+} from "./tokens.js";

@@ -13,8 +13,17 @@ import { generateKeyPair, type KeyType } from "../pki/keys.js";
 import { buildName } from "../pki/names.js";
 import { keyObjectSigner } from "../pki/signer.js";
 import { openSqliteStore } from "../store/index.js";
-import { BACKDATE_MS, type Clock, CRL_VALIDITY_MS, ROOT_CRL_VALIDITY_MS, recordFor } from "./authority.js";
+import { type AdminIdentity, ensureAdmin } from "./admin.js";
+import {
+  BACKDATE_MS,
+  CertificateAuthority,
+  type Clock,
+  CRL_VALIDITY_MS,
+  ROOT_CRL_VALIDITY_MS,
+  recordFor,
+} from "./authority.js";
 import { caUrls } from "./profiles.js";
+import { validatePublicUrl } from "./settings.js";
 
 export interface InitOptions {
   paths: StatePaths;
@@ -33,6 +42,12 @@ export interface InitOptions {
   force?: boolean;
   rootTtlMs?: number;
   intermediateTtlMs?: number;
+  /**
+   * The first admin of the CA service: a client certificate (default name "admin", client lifetime)
+   * issued into STATE/admin/ with a PKCS#12 and its generated password, and `ca.admins` set to it.
+   * `false`: none (ensureAdmin() can add one later).
+   */
+  admin?: false | { name?: string; ttlMs?: number };
   actor: string;
   clock?: Clock;
 }
@@ -44,6 +59,8 @@ export interface InitResult {
   backup?: string;
   /** Set when the passphrase was generated into this file. */
   generatedPassphraseFile?: string;
+  /** The admin certificate and its files, unless `admin: false`. */
+  admin?: AdminIdentity;
 }
 
 const YEAR = 365 * 86_400_000;
@@ -56,12 +73,7 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
   const { paths } = opts;
   const clock = opts.clock ?? (() => new Date());
   const now = clock();
-  if (opts.publicUrl && !/^https?:\/\/[^\s/]+/.test(opts.publicUrl)) {
-    throw new MtlsError(
-      "E_USAGE",
-      `invalid --public-url "${opts.publicUrl}" (expected http(s)://host[:port][/path])`,
-    );
-  }
+  if (opts.publicUrl) validatePublicUrl(opts.publicUrl);
   if (hasCa(paths) && !opts.force) {
     throw new MtlsError(
       "E_EXISTS",
@@ -216,7 +228,7 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
     if (existsSync(oldCa) || existsSync(paths.database)) {
       backup = join(paths.dir, `backup-${now.toISOString().replace(/[:.]/g, "-")}`);
       mkdirSync(backup, { mode: 0o700 });
-      for (const name of ["ca", "mtls.db", "mtls.db-wal", "mtls.db-shm", "passphrase"]) {
+      for (const name of ["ca", "mtls.db", "mtls.db-wal", "mtls.db-shm", "passphrase", "admin"]) {
         if (existsSync(join(paths.dir, name))) renameSync(join(paths.dir, name), join(backup, name));
       }
     }
@@ -226,12 +238,37 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
   } finally {
     rmSync(stagingDir, { recursive: true, force: true });
   }
+  // The CA is complete without its admin: a crash here leaves a CA that ensureAdmin() completes.
+  const admin = opts.admin === false ? undefined : await issueFirstAdmin(opts, passphrase, clock);
   return {
     root,
     intermediate,
     ...(backup ? { backup } : {}),
     ...(opts.passphrase ? {} : { generatedPassphraseFile: paths.passphrase }),
+    ...(admin ? { admin } : {}),
   };
+}
+
+async function issueFirstAdmin(opts: InitOptions, passphrase: string, clock: Clock): Promise<AdminIdentity> {
+  const adminOpts = opts.admin || {};
+  const store = await openSqliteStore(opts.paths.database);
+  try {
+    const ca = await CertificateAuthority.open(opts.paths, store, { passphrase: () => passphrase, clock });
+    return await ensureAdmin(ca, {
+      actor: opts.actor,
+      ...(adminOpts.name ? { name: adminOpts.name } : {}),
+      ...(adminOpts.ttlMs ? { ttlMs: adminOpts.ttlMs } : {}),
+    });
+  } catch (err) {
+    const e = err as MtlsError;
+    throw new MtlsError(
+      e.code ?? "E_IO",
+      `the CA was created in ${opts.paths.dir}, but its admin certificate was not: ${e.message}`,
+      { cause: err },
+    );
+  } finally {
+    await store.close();
+  }
 }
 
 function writeStaged(path: string, content: string): void {

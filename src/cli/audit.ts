@@ -1,8 +1,18 @@
+import { createWriteStream, existsSync, renameSync, rmSync } from "node:fs";
+import { resolve } from "node:path";
 import type { Command } from "commander";
+import { tempPathFor } from "../config/files.js";
 import { requireCa } from "../config/state.js";
 import { MtlsError } from "../errors.js";
 import { openSqliteStore } from "../store/index.js";
-import { addStateOption, isoDay, out, pathsFrom, type StateOpts, table } from "./common.js";
+import { addStateOption, isoDay, note, out, pathsFrom, type StateOpts, table } from "./common.js";
+
+interface ExportOpts extends StateOpts {
+  format: string;
+  out?: string;
+  after?: string;
+  force?: boolean;
+}
 
 interface AuditOpts extends StateOpts {
   json?: boolean;
@@ -67,5 +77,66 @@ export function registerAudit(program: Command): void {
     } finally {
       await store.close();
     }
+  });
+  const exp = audit
+    .command("export")
+    .description("write the whole audit log as JSON lines or CSV, and check its hash chain")
+    .option("--format <format>", "jsonl or csv", "jsonl")
+    .option("--out <file>", "write here (default: standard output)")
+    .option("--after <seq>", "only events after this sequence number")
+    .option("--force", "replace an existing --out file");
+  addStateOption(exp);
+  exp.action(async (opts: ExportOpts) => {
+    const paths = pathsFrom(opts);
+    requireCa(paths);
+    const { auditEvents, csvHeader, formatAuditEvent, parseAuditFormat } = await import("../server/index.js");
+    const format = parseAuditFormat(opts.format);
+    const after = opts.after === undefined ? 0 : Number(opts.after);
+    if (!Number.isSafeInteger(after) || after < 0)
+      throw new MtlsError("E_USAGE", `invalid --after "${opts.after}"`);
+    const target = opts.out ? resolve(opts.out) : undefined;
+    if (target && existsSync(target) && !opts.force)
+      throw new MtlsError("E_EXISTS", `${target} already exists (use --force to replace it)`);
+    const store = await openSqliteStore(paths.database);
+    let verified: Awaited<ReturnType<typeof store.verifyAudit>>;
+    let count = 0;
+    try {
+      // Written to a temp file and renamed, so a failed export leaves no half file behind.
+      const tmp = target ? tempPathFor(target) : undefined;
+      const sink = tmp ? createWriteStream(tmp, { flags: "wx", mode: 0o600 }) : process.stdout;
+      const write = (text: string) =>
+        sink.write(text) ? Promise.resolve() : new Promise<void>((r) => sink.once("drain", () => r()));
+      try {
+        if (format === "csv") await write(csvHeader());
+        for await (const e of auditEvents(store, { afterSeq: after })) {
+          await write(formatAuditEvent(e, format));
+          count++;
+        }
+        verified = await store.verifyAudit();
+        if (tmp && target) {
+          await new Promise<void>((res, rej) => {
+            sink.once("error", rej);
+            sink.end(() => res());
+          });
+          renameSync(tmp, target);
+        }
+      } catch (err) {
+        if (tmp) {
+          sink.destroy();
+          rmSync(tmp, { force: true });
+        }
+        throw err;
+      }
+    } finally {
+      await store.close();
+    }
+    if (target) note(`mtls: wrote ${count} audit events to ${target}`);
+    if (!verified.ok) {
+      throw new MtlsError(
+        "E_AUDIT_TAMPERED",
+        `exported, but the audit log is tampered: event ${verified.brokenAt} does not verify (${verified.reason ?? "hash mismatch"})`,
+      );
+    }
+    note(`mtls: audit log verified: ${verified.count} events, hash chain intact`);
   });
 }

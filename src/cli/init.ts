@@ -24,6 +24,9 @@ interface InitOpts extends StateOpts {
   force?: boolean;
   rootTtl: string;
   intermediateTtl: string;
+  /** false with --no-admin */
+  admin: boolean;
+  adminTtl?: string;
 }
 
 export function registerInit(program: Command): void {
@@ -46,6 +49,8 @@ export function registerInit(program: Command): void {
     )
     .option("--root-ttl <duration>", "root CA lifetime", "10y")
     .option("--intermediate-ttl <duration>", "intermediate CA lifetime", "5y")
+    .option("--admin-ttl <duration>", "lifetime of the admin client certificate (default 30d)")
+    .option("--no-admin", "do not issue the admin client certificate into STATE/admin")
     .option("--force", "replace an existing CA (the old one is moved to STATE/backup-*)");
   addStateOption(cmd);
   addPassphraseOption(cmd);
@@ -54,6 +59,7 @@ export function registerInit(program: Command): void {
     const keyType = parseKeyType(opts.keyType);
     const rootTtlMs = parseDuration(opts.rootTtl, "--root-ttl");
     const intermediateTtlMs = parseDuration(opts.intermediateTtl, "--intermediate-ttl");
+    const adminTtlMs = opts.adminTtl ? parseDuration(opts.adminTtl, "--admin-ttl") : undefined;
     const replacing = hasCa(paths);
     let found = resolvePassphrase(opts.passphraseFile ? { file: opts.passphraseFile } : {}, paths.passphrase);
     // A passphrase file left by the CA being replaced is not reused: the new CA gets a new one.
@@ -67,6 +73,7 @@ export function registerInit(program: Command): void {
       force: opts.force ?? false,
       rootTtlMs,
       intermediateTtlMs,
+      admin: opts.admin === false ? false : adminTtlMs ? { ttlMs: adminTtlMs } : {},
       actor: cliActor(),
       ...(found ? { passphrase: found.passphrase } : {}),
     });
@@ -91,5 +98,12 @@ export function registerInit(program: Command): void {
         : `  root key:     ${paths.rootKey}`,
     );
     out(`  trust anchor: ${paths.rootCert}`);
+    const files = result.admin?.files;
+    if (files) {
+      out(
+        `  admin:        ${files.cert} + ${files.key} (client certificate "${result.admin?.name}", in ca.admins)`,
+      );
+      out(`                ${files.p12} (password in ${files.password})`);
+    }
   });
 }

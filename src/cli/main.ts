@@ -23,6 +23,11 @@ const COMMANDS: Record<string, () => Promise<Register[]>> = {
   quickstart: async () => [(await import("./quickstart.js")).registerQuickstart],
   tunnel: async () => [(await import("./tunnel.js")).registerTunnel],
   up: async () => [(await import("./up.js")).registerUp],
+  enroll: async () => [(await import("./enroll.js")).registerEnroll],
+  renew: async () => [(await import("./renew.js")).registerRenew],
+  agent: async () => [(await import("./agent.js")).registerAgent],
+  token: async () => [(await import("./token.js")).registerToken],
+  ca: async () => [(await import("./ca.js")).registerCa],
 };
 const VERSION = "0.1.0";
 
@@ -33,7 +38,6 @@ function commandName(argv: string[]): string | undefined {
 
 export async function buildProgram(argv: string[] = process.argv): Promise<Command> {
   const program = new Command("mtls")
-    .description("mutual TLS for a whole business: a private CA, tunnels and a gateway")
     .version(VERSION)
     .showSuggestionAfterError()
     .exitOverride()

@@ -11,7 +11,10 @@ interface QuickstartOpts extends StateOpts {
   out: string;
 }
 
-/** `npm start`: a CA if there is none, a demo server and client certificate, and the inventory. */
+/**
+ * A CA if there is none, a demo server and client certificate in ./certs, and the inventory: the
+ * offline start. `npm start` runs the CA as a service instead (`mtls ca serve --init`).
+ */
 export function registerQuickstart(program: Command): void {
   const cmd = program
     .command("quickstart")
@@ -64,6 +67,10 @@ export function registerQuickstart(program: Command): void {
     );
     out(
       `  curl --cacert ${opts.out}/ca.crt --cert ${opts.out}/demo-client.crt --key ${opts.out}/demo-client.key https://localhost:8443/`,
+    );
+    out("");
+    out(
+      "The CA as a service (enrollment, renewal, revocation, CRL and OCSP): mtls ca serve --init (npm start)",
     );
   });
 }

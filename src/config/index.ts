@@ -1,11 +1,17 @@
 export { formatDuration, parseDuration } from "./duration.js";
 export { commitFile, readFileOrThrow, stageFile, writeFileAtomic } from "./files.js";
 export {
+  type AgentCertificateConfig,
+  type AgentConfig,
   configError,
+  type GatewayConfig,
+  type GatewayRouteConfig,
+  type GatewayRuleConfig,
   loadConfig,
   type MtlsConfig,
   type ParseConfigOptions,
   parseConfig,
+  type ReloadConfig,
   type RuleConfig,
   type SniRouteConfig,
   type TargetTlsConfig,

@@ -6,10 +6,12 @@ import type { z } from "zod";
 import { MtlsError } from "../errors.js";
 import { parseDuration } from "./duration.js";
 import {
+  type AgentEntry,
   CLIENT_ONLY_KEYS,
   configSchema,
   formatIssue,
   formatPath,
+  type GatewayEntry,
   RULE_CONDITIONS,
   type RuleEntry,
   SERVER_ONLY_KEYS,
@@ -135,7 +137,39 @@ export interface MtlsConfig {
   logLevel: string;
   status?: string;
   tunnels: TunnelConfig[];
+  /** The `gateways:` section (mtls up runs them next to the tunnels). */
+  gateways?: GatewayConfig[];
+  /** The `agent:` section (mtls agent, mtls renew NAME -c). */
+  agent?: AgentConfig;
 }
+
+/** What the agent runs after writing a renewed certificate (see schema.ts reloadSchema). */
+export type ReloadConfig =
+  | { kind: "signal"; signal: NodeJS.Signals; pidFile: string }
+  /** argv: run without a shell; shell: the config's string run by /bin/sh -c. */
+  | { kind: "command"; argv: string[]; shell: boolean; timeoutMs: number };
+
+/** One certificate the agent keeps fresh (paths absolute). */
+export interface AgentCertificateConfig {
+  /** Its place in the file: "agent.certificates[0]". */
+  path: string;
+  name: string;
+  cert: string;
+  key: string;
+  caUrl: string;
+  caCert: string;
+  /** A new key with every renewal. */
+  rekey: boolean;
+  reload?: ReloadConfig;
+}
+
+export interface AgentConfig {
+  status?: string;
+  certificates: AgentCertificateConfig[];
+}
+
+/** How long a reload command may run before it is killed. */
+export const RELOAD_COMMAND_TIMEOUT_MS = 60_000;
 
 export interface ParseConfigOptions {
   /** How the file is named in error lines (default "mtls.yaml"). */
@@ -144,6 +178,8 @@ export interface ParseConfigOptions {
   dir?: string;
   /** For MTLS_STATE, the default state directory (default: process.env). */
   env?: NodeJS.ProcessEnv;
+  /** The section the caller runs and so needs: "tunnels" (mtls up, the default) or "agent". */
+  require?: "tunnels" | "agent";
 }
 
 /** An error about the config file: "mtls.yaml: tunnels[0].allow[1]: unknown key "urii"". */
@@ -193,12 +229,15 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
   } catch (err) {
     fail("", `invalid YAML: ${(err as Error).message}`);
   }
-  if (raw === null || raw === undefined) fail("", 'the file is empty: it needs at least "tunnels:"');
+  const needs = opts.require ?? "tunnels";
+  if (raw === null || raw === undefined) fail("", `the file is empty: it needs at least "${needs}:"`);
   const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
     fail("", formatIssue(firstIssue(parsed.error.issues)));
   }
   const cfg = parsed.data as NonNullable<typeof parsed.data>;
+  // mtls up runs tunnels, gateways or both.
+  if (cfg[needs] === undefined && !(needs === "tunnels" && cfg.gateways)) fail("", `missing key "${needs}"`);
 
   const file = (p: string) => (isAbsolute(p) ? p : resolve(dir, p));
   const envState = env.MTLS_STATE ? resolve(env.MTLS_STATE) : undefined;
@@ -206,7 +245,7 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
   const base = settingsOf(cfg.defaults ?? {}, undefined);
   const names = new Map<string, string>();
 
-  const tunnels = cfg.tunnels.map((t, i): TunnelConfig => {
+  const tunnels = (cfg.tunnels ?? []).map((t, i): TunnelConfig => {
     const path = formatPath(["tunnels", i]);
     const seen = names.get(t.name);
     if (seen) fail(`${path}.name`, `"${t.name}" is already the name of ${seen}`);
@@ -314,6 +353,73 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
     logLevel: cfg.log?.level ?? TUNNEL_DEFAULTS.logLevel,
     ...(cfg.status !== undefined ? { status: cfg.status } : {}),
     tunnels,
+    ...(cfg.gateways
+      ? { gateways: cfg.gateways.map((g, i) => gatewayOf(g, i, names, topState, file, fail)) }
+      : {}),
+    ...(cfg.agent ? { agent: agentOf(cfg.agent, file, fail) } : {}),
+  };
+}
+
+/** The agent section, checked, with defaults applied and paths made absolute. */
+function agentOf(a: AgentEntry, file: (p: string) => string, fail: Fail): AgentConfig {
+  const names = new Map<string, string>();
+  const certificates = a.certificates.map((c, i): AgentCertificateConfig => {
+    const path = formatPath(["agent", "certificates", i]);
+    const seen = names.get(c.name);
+    if (seen) fail(`${path}.name`, `"${c.name}" is already the name of ${seen}`);
+    names.set(c.name, path);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(c.name)) {
+      fail(`${path}.name`, `"${c.name}" is not a certificate name (letters, digits, ".", "_", "-")`);
+    }
+    const caUrl = c.ca_url ?? a.ca_url;
+    if (caUrl === undefined) fail(path, 'missing key "ca_url" (here or in the agent section)');
+    if (!/^https:\/\/[^/?#\s]+(\/[^?#\s]*)?$/i.test(caUrl as string)) {
+      fail(`${path}.ca_url`, `"${caUrl}" is not an https:// URL (e.g. https://ca.acme.test:8443)`);
+    }
+    const caCert = c.ca_cert ?? a.ca_cert;
+    if (caCert === undefined) fail(path, 'missing key "ca_cert" (here or in the agent section)');
+    if (file(c.cert) === file(c.key))
+      fail(`${path}.key`, "the key needs a file of its own, not the certificate's");
+    const reload = c.reload ? reloadOf(c.reload, `${path}.reload`, file, fail) : undefined;
+    return {
+      path,
+      name: c.name,
+      cert: file(c.cert),
+      key: file(c.key),
+      caUrl: caUrl as string,
+      caCert: file(caCert as string),
+      rekey: c.rekey ?? false,
+      ...(reload ? { reload } : {}),
+    };
+  });
+  return { ...(a.status !== undefined ? { status: a.status } : {}), certificates };
+}
+
+function reloadOf(
+  r: NonNullable<AgentEntry["certificates"][number]["reload"]>,
+  path: string,
+  file: (p: string) => string,
+  fail: Fail,
+): ReloadConfig | undefined {
+  if (r.command !== undefined) {
+    if (r.signal !== undefined || r.pid_file !== undefined) {
+      fail(path, "give either command or signal and pid_file, not both");
+    }
+    const shell = typeof r.command === "string";
+    return {
+      kind: "command",
+      argv: shell ? [r.command as string] : (r.command as string[]),
+      shell,
+      timeoutMs: r.timeout ?? RELOAD_COMMAND_TIMEOUT_MS,
+    };
+  }
+  if (r.timeout !== undefined) fail(`${path}.timeout`, 'goes with "command"');
+  if (r.signal === undefined && r.pid_file === undefined) return undefined;
+  if (r.pid_file === undefined) fail(path, 'missing key "pid_file" (the process to signal)');
+  return {
+    kind: "signal",
+    signal: `SIG${r.signal ?? "HUP"}` as NodeJS.Signals,
+    pidFile: file(r.pid_file as string),
   };
 }
 
@@ -474,4 +580,113 @@ function routeTlsOf(
   // Trust anchors: the route's, else the tunnel's (its ca file, or the root of its local CA).
   const ca = r.ca !== undefined ? file(r.ca) : "ca" in tunnel ? tunnel.ca : statePaths(tunnel.state).rootCert;
   return { cert: file(r.cert as string), key: file(r.key as string), ca };
+}
+
+/** A gateway route's allow rule (a rule, plus HTTP methods). */
+export interface GatewayRuleConfig extends RuleConfig {
+  methods?: string[];
+}
+
+export interface GatewayRouteConfig {
+  /** Its place in the file: "gateways[0].routes[1]". */
+  path: string;
+  host?: string;
+  /** The path prefix. */
+  prefix: string;
+  upstream: string;
+  mode: "require" | "optional" | "none";
+  allow: GatewayRuleConfig[];
+}
+
+/** One `gateways:` entry, checked, paths absolute (gateway/build.ts GatewaySpec is made from it). */
+export interface GatewayConfig {
+  /** Its place in the file: "gateways[0]". */
+  path: string;
+  name: string;
+  listen: string;
+  tls: TlsSourceConfig;
+  crl: string[];
+  ocsp: boolean;
+  ocspRecheckMs?: number;
+  routes: GatewayRouteConfig[];
+  identityHeaders: "rfc9440" | "xfcc" | "both";
+  enrollUrl?: string;
+  /** As written ("100m", a number of bytes); parsed by the gateway. */
+  maxBody?: string | number;
+  requestTimeoutMs?: number;
+  upstreamTimeoutMs?: number;
+  keepAliveTimeoutMs?: number;
+  handshakeTimeoutMs?: number;
+  maxConnections?: number;
+  shutdownTimeoutMs?: number;
+  reloadIntervalMs?: number;
+  http2: boolean;
+  unsafeUpstream: boolean;
+}
+
+function gatewayOf(
+  g: GatewayEntry,
+  i: number,
+  names: Map<string, string>,
+  topState: string,
+  file: (p: string) => string,
+  fail: Fail,
+): GatewayConfig {
+  const path = formatPath(["gateways", i]);
+  const seen = names.get(g.name);
+  if (seen) fail(`${path}.name`, `"${g.name}" is already the name of ${seen}`);
+  names.set(g.name, path);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(g.name)) {
+    fail(`${path}.name`, `"${g.name}" is not a gateway name (letters, digits, ".", "_", "-")`);
+  }
+  // The same certificate keys as a tunnel's: cert/key/ca, or identity (+ state).
+  const tls = tunnelTls(g as unknown as TunnelEntry, path, topState, file, fail);
+  const gatewayRule = (r: GatewayEntry["routes"][number]["allow"] & object, p: string) =>
+    r.map((x, j): GatewayRuleConfig => {
+      const out: GatewayRuleConfig = rule(x, `${p}[${j}]`, fail);
+      if (x.methods) out.methods = x.methods.map((m) => m.toUpperCase());
+      return out;
+    });
+  const defaults = g.allow ? gatewayRule(g.allow, `${path}.allow`) : [];
+  const routes = g.routes.map((r, k): GatewayRouteConfig => {
+    const rpath = `${path}.routes[${k}]`;
+    const mode = r.mode ?? g.mode ?? "require";
+    const allow = r.allow ? gatewayRule(r.allow, `${rpath}.allow`) : defaults;
+    if (mode === "require" && allow.length === 0) {
+      fail(rpath, 'missing key "allow" (deny by default: no rules for this route, and none on the gateway)');
+    }
+    return {
+      path: rpath,
+      ...(r.host !== undefined ? { host: r.host } : {}),
+      prefix: r.path,
+      upstream: r.upstream,
+      mode,
+      allow,
+    };
+  });
+  if (g.ocsp_recheck !== undefined && !g.ocsp) fail(`${path}.ocsp_recheck`, 'goes with "ocsp: true"');
+  const opt = <K extends string, V>(key: K, v: V | undefined) =>
+    (v !== undefined ? { [key]: v } : {}) as { [P in K]?: V };
+  return {
+    path,
+    name: g.name,
+    listen: g.listen,
+    tls,
+    crl: (g.crl ?? []).map((c) => (/^https?:\/\//i.test(c) ? c : file(c))),
+    ocsp: g.ocsp ?? false,
+    ...opt("ocspRecheckMs", g.ocsp_recheck),
+    routes,
+    identityHeaders: g.identity_headers ?? "rfc9440",
+    ...opt("enrollUrl", g.enroll_url),
+    ...opt("maxBody", g.max_body),
+    ...opt("requestTimeoutMs", g.request_timeout),
+    ...opt("upstreamTimeoutMs", g.upstream_timeout),
+    ...opt("keepAliveTimeoutMs", g.keepalive_timeout),
+    ...opt("handshakeTimeoutMs", g.handshake_timeout),
+    ...opt("maxConnections", g.max_connections),
+    ...opt("shutdownTimeoutMs", g.shutdown_timeout),
+    ...opt("reloadIntervalMs", g.reload_interval || undefined),
+    http2: g.http2 ?? true,
+    unsafeUpstream: g.unsafe_upstream ?? false,
+  };
 }

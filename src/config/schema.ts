@@ -211,6 +211,118 @@ export const tunnelSchema = z.strictObject({
   unsafe_listen: z.boolean().optional(),
 });
 
+/** A gateway route's allow rule: a tunnel rule plus the HTTP methods it allows (docs/gateway.md). */
+export const gatewayRuleSchema = ruleSchema.extend({ methods: stringList });
+
+const gatewayRules = z
+  .array(gatewayRuleSchema)
+  .min(1, { error: "the list is empty (deny by default: give at least one rule)" });
+
+const gatewayMode = z.enum(["require", "optional", "none"], {
+  error: (iss) =>
+    iss.input === undefined
+      ? undefined
+      : `must be require, optional or none, not ${describeValue(iss.input)}`,
+});
+
+/** One route of a gateway: host (optional) and path prefix to an upstream, with a mode and rules. */
+export const gatewayRouteSchema = z.strictObject({
+  host: text.optional(),
+  path: text,
+  upstream: text,
+  mode: gatewayMode.optional(),
+  allow: gatewayRules.optional(),
+});
+
+/** `gateways:` entries, run by `mtls up` next to the tunnels (docs/gateway.md, docs/config.md). */
+export const gatewaySchema = z.strictObject({
+  name: text,
+  listen: text,
+  ...tlsShape,
+  state: text.optional(),
+  crl: stringList,
+  ocsp: z.boolean().optional(),
+  ocsp_recheck: duration(true),
+  mode: gatewayMode.optional(),
+  allow: gatewayRules.optional(),
+  routes: z.array(gatewayRouteSchema).min(1, { error: "the list is empty: give at least one route" }),
+  identity_headers: z
+    .enum(["rfc9440", "xfcc", "both"], {
+      error: (iss) =>
+        iss.input === undefined
+          ? undefined
+          : `must be rfc9440, xfcc or both, not ${describeValue(iss.input)}`,
+    })
+    .optional(),
+  enroll_url: text.optional(),
+  max_body: z.union([text, z.number().int().nonnegative()]).optional(),
+  request_timeout: duration(false),
+  upstream_timeout: duration(false),
+  keepalive_timeout: duration(false),
+  handshake_timeout: duration(false),
+  max_connections: count,
+  shutdown_timeout: duration(false),
+  reload_interval: duration(true),
+  http2: z.boolean().optional(),
+  unsafe_upstream: z.boolean().optional(),
+});
+
+/** Signals a reload action may send (`reload: { signal: HUP, pid_file: ... }`). */
+export const RELOAD_SIGNALS = ["HUP", "USR1", "USR2", "INT", "TERM"] as const;
+
+/**
+ * What the agent does after it wrote a renewed certificate: signal the process in a pid file, or
+ * run a command (a list: argv, no shell; a string: run by /bin/sh -c exactly as written). Absent:
+ * nothing (mtls tunnels and gateways watch their files).
+ */
+export const reloadSchema = z.strictObject({
+  signal: z
+    .enum(RELOAD_SIGNALS, {
+      error: (iss) =>
+        iss.input === undefined
+          ? undefined
+          : `must be one of ${RELOAD_SIGNALS.join(", ")}, not ${describeValue(iss.input)}`,
+    })
+    .optional(),
+  pid_file: text.optional(),
+  command: z
+    .unknown()
+    .transform((v, ctx): string | string[] => {
+      if (typeof v === "string" && v.trim() !== "") return v;
+      if (Array.isArray(v) && v.length > 0 && v.every((a) => typeof a === "string") && v[0] !== "") {
+        return v as string[];
+      }
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a command: a list (argv, run without a shell) or a string (run by sh -c), got ${describeValue(v)}`,
+      });
+      return z.NEVER;
+    })
+    .optional(),
+  timeout: duration(false),
+});
+
+/** One certificate the agent keeps fresh; ca_url and ca_cert default to the agent section's. */
+export const agentCertificateSchema = z.strictObject({
+  name: text,
+  cert: text,
+  key: text,
+  ca_url: text.optional(),
+  ca_cert: text.optional(),
+  rekey: z.boolean().optional(),
+  reload: reloadSchema.optional(),
+});
+
+/** `mtls agent -c mtls.yaml`: the certificates it renews, and its status endpoint. */
+export const agentSchema = z.strictObject({
+  status: text.optional(),
+  ca_url: text.optional(),
+  ca_cert: text.optional(),
+  certificates: z
+    .array(agentCertificateSchema)
+    .min(1, { error: "the list is empty: give at least one certificate" }),
+});
+
 export const configSchema = z.strictObject({
   log: z
     .strictObject({
@@ -227,15 +339,24 @@ export const configSchema = z.strictObject({
   status: text.optional(),
   state: text.optional(),
   defaults: settingsSchema.optional(),
-  tunnels: z.array(tunnelSchema).min(1, { error: "the list is empty: give at least one tunnel" }),
+  // Required by `mtls up` (load.ts checks it), absent from a file that only configures the agent.
+  tunnels: z.array(tunnelSchema).min(1, { error: "the list is empty: give at least one tunnel" }).optional(),
+  agent: agentSchema.optional(),
+  gateways: z
+    .array(gatewaySchema)
+    .min(1, { error: "the list is empty: give at least one gateway" })
+    .optional(),
 });
 
 export type ConfigFile = z.output<typeof configSchema>;
 export type TunnelEntry = z.output<typeof tunnelSchema>;
+export type GatewayEntry = z.output<typeof gatewaySchema>;
 export type SniRouteEntry = z.output<typeof sniRouteSchema>;
 export type RuleEntry = z.output<typeof ruleSchema>;
 export type SettingsEntry = z.output<typeof settingsSchema>;
 export type TargetTlsEntry = z.output<typeof targetTlsSchema>;
+export type AgentEntry = z.output<typeof agentSchema>;
+export type AgentCertificateEntry = z.output<typeof agentCertificateSchema>;
 
 /** Keys only a server tunnel takes, and keys only a client tunnel takes. */
 export const SERVER_ONLY_KEYS = ["allow", "sni", "proxy_protocol", "unsafe_target", "target_tls"] as const;

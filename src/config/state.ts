@@ -14,6 +14,9 @@ export interface StatePaths {
   intermediateKey: string;
   /** The latest CRL bundle (intermediate then root), rewritten on every revocation. */
   crl: string;
+  /** The delegated OCSP responder's certificate and its key (encrypted like the CA keys). */
+  ocspCert: string;
+  ocspKey: string;
 }
 
 export function resolveStateDir(flag?: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -32,6 +35,8 @@ export function statePaths(dir: string): StatePaths {
     intermediateCert: join(ca, "intermediate.crt"),
     intermediateKey: join(ca, "intermediate.key"),
     crl: join(ca, "crl.pem"),
+    ocspCert: join(ca, "ocsp.crt"),
+    ocspKey: join(ca, "ocsp.key"),
   };
 }
 

@@ -13,6 +13,7 @@ export {
 } from "./crl.js";
 export { type CrlIndex, crlSignedBy, indexCrl, indexCrls } from "./crl-index.js";
 export { type CsrInfo, parseCsr } from "./csr.js";
+export { buildCsr, buildCsrPem, type CsrTemplate } from "./csr-builder.js";
 export * as extensions from "./extensions.js";
 export { decryptPrivateKey, encryptPrivateKey } from "./key-encryption.js";
 export {

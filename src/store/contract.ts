@@ -4,7 +4,7 @@ import { sql } from "kysely";
 import { isMtlsError } from "../errors.js";
 import { computeAuditHash, GENESIS_HASH } from "./audit-chain.js";
 import type { KyselyStore } from "./kysely-store.js";
-import type { CertificateRecord, Store } from "./types.js";
+import type { CertificateRecord, EnrollmentTokenRecord, Store } from "./types.js";
 
 /**
  * The behaviour every Store must have, as node:test cases. Each case opens a fresh, empty store
@@ -48,6 +48,28 @@ export function sampleCertificate(over: Partial<CertificateRecord> = {}): Certif
     keyPath: null,
     p12Path: null,
     createdAt: at(0),
+    ...over,
+  };
+}
+
+let tokenCounter = 0;
+/** An unused token with a fresh id; `over` replaces fields. */
+export function sampleToken(over: Partial<EnrollmentTokenRecord> = {}): EnrollmentTokenRecord {
+  tokenCounter += 1;
+  return {
+    id: (0xa000 + tokenCounter).toString(16).padStart(16, "0"),
+    secretHash: "5e".repeat(32),
+    name: "web",
+    profile: "server",
+    sans: ["dns:web.example.com", "ip:10.0.0.1"],
+    // 400 days in ms: more than a 32-bit integer column holds.
+    ttlMs: 400 * 86_400_000,
+    organizationalUnit: ["ops", "eu"],
+    createdAt: at(0),
+    createdBy: "cli:test",
+    expiresAt: at(1),
+    usedAt: null,
+    usedBySerial: null,
     ...over,
   };
 }
@@ -237,6 +259,52 @@ export function storeContract(
           );
           await assert.rejects(store.insertCertificate({ ...rec, serial: "0b" }), isStoreError);
           assert.deepEqual(await store.findCertificates(), [rec]);
+        }),
+      );
+
+      it(
+        "lists the revoked, unexpired certificates of one issuer with only what a CRL needs",
+        withStore(async (store) => {
+          const revokedAt = new Date("2025-01-05T06:07:08.009Z");
+          const revoked = (over: Partial<CertificateRecord>) =>
+            sampleCertificate({ status: "revoked", revokedAt, revocationReason: "keyCompromise", ...over });
+          const a = revoked({ issuerSerial: "i1", notAfter: at(30) });
+          const b = revoked({ issuerSerial: "i1", notAfter: at(31), revocationReason: "unspecified" });
+          const expired = revoked({ issuerSerial: "i1", notAfter: at(10) });
+          const otherIssuer = revoked({ issuerSerial: "i2", notAfter: at(30) });
+          const valid = sampleCertificate({ issuerSerial: "i1", notAfter: at(30) });
+          const pending = sampleCertificate({ issuerSerial: "i1", status: "pending", notAfter: at(30) });
+          for (const rec of [a, b, expired, otherIssuer, valid, pending]) await store.insertCertificate(rec);
+
+          const bySerial = <T extends { serial: string }>(list: T[]) =>
+            [...list].sort((x, y) => (x.serial < y.serial ? -1 : 1));
+          const listed = await store.listRevoked("i1", at(10));
+          assert.deepEqual(
+            bySerial(listed),
+            bySerial([
+              { serial: a.serial, revokedAt, reason: "keyCompromise" },
+              { serial: b.serial, revokedAt, reason: "unspecified" },
+            ]),
+          );
+          // notAfterAfter is exclusive: a certificate expiring exactly then has left the CRL.
+          assert.deepEqual(
+            (await store.listRevoked("i1", at(30))).map((r) => r.serial),
+            [b.serial],
+          );
+          assert.deepEqual(await store.listRevoked("i3", at(0)), []);
+          assert.deepEqual(
+            (await store.transaction((tx) => tx.listRevoked("i2", at(0)))).map((r) => r.serial),
+            [otherIssuer.serial],
+          );
+          // It sees revocations made in the same transaction.
+          await store.transaction(async (tx) => {
+            await tx.updateCertificate(valid.serial, {
+              status: "revoked",
+              revokedAt,
+              revocationReason: "superseded",
+            });
+            assert.equal((await tx.listRevoked("i1", at(10))).length, 3);
+          });
         }),
       );
     });
@@ -433,6 +501,110 @@ export function storeContract(
         assert.equal(result.ok, false);
         assert.equal(result.brokenAt, 2);
       });
+    });
+
+    describe("enrollment tokens", () => {
+      it(
+        "stores a token and returns it field for field",
+        withStore(async (store) => {
+          const token = sampleToken();
+          const plain = sampleToken({ ttlMs: null, organizationalUnit: [], sans: [] });
+          await store.insertToken(token);
+          await store.transaction((tx) => tx.insertToken(plain));
+          assert.deepEqual(await store.getToken(token.id), token);
+          assert.deepEqual(await store.getToken(plain.id), plain);
+          assert.equal(await store.getToken("00000000deadbeef"), undefined);
+        }),
+      );
+
+      it(
+        "rejects a duplicate id with E_STORE and keeps the first",
+        withStore(async (store) => {
+          const token = sampleToken();
+          await store.insertToken(token);
+          await assert.rejects(store.insertToken({ ...token, name: "mallory" }), (err) =>
+            isMtlsError(err, "E_STORE"),
+          );
+          assert.deepEqual(await store.getToken(token.id), token);
+        }),
+      );
+
+      it(
+        "marks a token used once: the second call returns false and changes nothing",
+        withStore(async (store) => {
+          const token = sampleToken();
+          await store.insertToken(token);
+          assert.equal(await store.markTokenUsed(token.id, at(0.5), "0abc"), true);
+          assert.equal(await store.markTokenUsed(token.id, at(0.7), "0def"), false);
+          assert.equal(await store.transaction((tx) => tx.markTokenUsed(token.id, at(0.8), "0123")), false);
+          assert.deepEqual(await store.getToken(token.id), {
+            ...token,
+            usedAt: at(0.5),
+            usedBySerial: "0abc",
+          });
+          assert.equal(await store.markTokenUsed("00000000deadbeef", at(0.5), "0abc"), false);
+        }),
+      );
+
+      it(
+        "lets exactly one of many racing transactions use a token",
+        withStore(async (store) => {
+          const token = sampleToken();
+          await store.insertToken(token);
+          const results = await Promise.allSettled(
+            Array.from({ length: 8 }, (_, i) =>
+              store.transaction(async (tx) => {
+                await tx.getToken(token.id);
+                return tx.markTokenUsed(token.id, at(0.5), `0${i}`);
+              }),
+            ),
+          );
+          // A store may also refuse a loser outright (PostgreSQL: a serialization failure).
+          const won = results.filter((r) => r.status === "fulfilled" && r.value);
+          assert.equal(won.length, 1);
+          for (const r of results) {
+            if (r.status === "rejected") assert.ok(isMtlsError(r.reason, "E_STORE"), String(r.reason));
+          }
+          assert.match((await store.getToken(token.id))?.usedBySerial ?? "", /^0[0-7]$/);
+        }),
+      );
+
+      it(
+        "keeps a token unused when the transaction that used it rolls back",
+        withStore(async (store) => {
+          const token = sampleToken();
+          await store.insertToken(token);
+          const boom = new Error("boom");
+          await assert.rejects(
+            store.transaction(async (tx) => {
+              assert.equal(await tx.markTokenUsed(token.id, at(0.5), "0abc"), true);
+              assert.equal((await tx.getToken(token.id))?.usedBySerial, "0abc");
+              throw boom;
+            }),
+            (err) => err === boom,
+          );
+          assert.deepEqual(await store.getToken(token.id), token);
+          assert.equal(await store.markTokenUsed(token.id, at(0.6), "0def"), true);
+        }),
+      );
+
+      it(
+        "finds tokens by name and use, oldest first",
+        withStore(async (store) => {
+          const a = sampleToken({ name: "web", createdAt: at(2) });
+          const b = sampleToken({ name: "web", createdAt: at(1) });
+          const c = sampleToken({ name: "alice", profile: "client", createdAt: at(3) });
+          for (const t of [a, b, c]) await store.insertToken(t);
+          await store.markTokenUsed(a.id, at(4), "0abc");
+          const ids = (list: EnrollmentTokenRecord[]) => list.map((t) => t.id);
+          assert.deepEqual(ids(await store.findTokens()), [b.id, a.id, c.id]);
+          assert.deepEqual(ids(await store.findTokens({ name: "web" })), [b.id, a.id]);
+          assert.deepEqual(ids(await store.findTokens({ used: true })), [a.id]);
+          assert.deepEqual(ids(await store.findTokens({ used: false })), [b.id, c.id]);
+          assert.deepEqual(ids(await store.findTokens({ name: "web", used: false })), [b.id]);
+          assert.deepEqual(await store.findTokens({ name: "nobody" }), []);
+        }),
+      );
     });
 
     describe("counters and settings", () => {

@@ -12,8 +12,11 @@ import type {
   AuditVerification,
   CertificateFilter,
   CertificateRecord,
+  EnrollmentTokenRecord,
+  RevokedEntry,
   Store,
   StoreTx,
+  TokenFilter,
 } from "./types.js";
 
 export interface KyselyStoreOptions {
@@ -100,6 +103,11 @@ export class KyselyStore implements Store {
     return this.#ops.findCertificates(filter);
   }
 
+  async listRevoked(issuerSerial: string, notAfterAfter: Date): Promise<RevokedEntry[]> {
+    this.#assertOutsideTransaction("listRevoked");
+    return this.#ops.listRevoked(issuerSerial, notAfterAfter);
+  }
+
   /** Reads the last hash and inserts in one transaction of its own. */
   async appendAudit(event: AuditEventInput): Promise<AuditEvent> {
     return this.transaction((tx) => tx.appendAudit(event));
@@ -118,6 +126,26 @@ export class KyselyStore implements Store {
   async setSetting(key: string, value: string): Promise<void> {
     this.#assertOutsideTransaction("setSetting");
     return this.#ops.setSetting(key, value);
+  }
+
+  async insertToken(rec: EnrollmentTokenRecord): Promise<void> {
+    this.#assertOutsideTransaction("insertToken");
+    return this.#ops.insertToken(rec);
+  }
+
+  async getToken(id: string): Promise<EnrollmentTokenRecord | undefined> {
+    this.#assertOutsideTransaction("getToken");
+    return this.#ops.getToken(id);
+  }
+
+  async markTokenUsed(id: string, at: Date, serial: string): Promise<boolean> {
+    this.#assertOutsideTransaction("markTokenUsed");
+    return this.#ops.markTokenUsed(id, at, serial);
+  }
+
+  async findTokens(filter?: TokenFilter): Promise<EnrollmentTokenRecord[]> {
+    this.#assertOutsideTransaction("findTokens");
+    return this.#ops.findTokens(filter);
   }
 
   /** Events with seq > afterSeq (default 0), in seq order; all of them unless `limit` is given. */

@@ -1,10 +1,28 @@
 import { type Compilable, CompiledQuery, type DialectAdapter, type Kysely, type QueryResult } from "kysely";
 import { MtlsError } from "../errors.js";
 import { canonicalJson, computeAuditHash, GENESIS_HASH, type HashedAuditEvent } from "./audit-chain.js";
-import { type CertificatePatch, certificateToRow, patchToRow, rowToCertificate, toIso } from "./rows.js";
+import {
+  type CertificatePatch,
+  certificateToRow,
+  patchToRow,
+  rowToCertificate,
+  rowToToken,
+  toIso,
+  tokenToRow,
+} from "./rows.js";
 import type { Database } from "./schema.js";
 import { guard } from "./store-error.js";
-import type { AuditEvent, AuditEventInput, CertificateFilter, CertificateRecord, StoreTx } from "./types.js";
+import type {
+  AuditEvent,
+  AuditEventInput,
+  CertificateFilter,
+  CertificateRecord,
+  EnrollmentTokenRecord,
+  RevocationReason,
+  RevokedEntry,
+  StoreTx,
+  TokenFilter,
+} from "./types.js";
 
 /** Compiled SQL of the hot statements, per dialect (adapter): SQLite and PostgreSQL differ. */
 const HOT_SQL = new WeakMap<DialectAdapter, Map<string, string>>();
@@ -100,6 +118,34 @@ export class KyselyStoreTx implements StoreTx {
     });
   }
 
+  /** Three columns per row and no ORDER BY: the CRL of a large CA reads 100,000 rows in ~0.1 s. */
+  listRevoked(issuerSerial: string, notAfterAfter: Date): Promise<RevokedEntry[]> {
+    return guard(`could not list the revoked certificates of ${issuerSerial}`, async () => {
+      const after = toIso(notAfterAfter, "notAfterAfter");
+      const { rows } = await this.#hot(
+        "listRevoked",
+        () =>
+          this.db
+            .selectFrom("certificates")
+            .select(["serial", "revoked_at", "revocation_reason"])
+            .where("issuer_serial", "=", issuerSerial)
+            .where("status", "=", "revoked")
+            .where("not_after", ">", after),
+        [issuerSerial, "revoked", after],
+      );
+      const out: RevokedEntry[] = new Array(rows.length);
+      for (let i = 0; i < rows.length; i++) {
+        const r = rows[i] as { serial: string; revoked_at: string | null; revocation_reason: string | null };
+        out[i] = {
+          serial: r.serial,
+          revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at),
+          reason: r.revocation_reason as RevocationReason | null,
+        };
+      }
+      return out;
+    });
+  }
+
   /**
    * Links the event to the newest one. Reading the last hash and inserting happen in the caller's
    * transaction; on SQLite that transaction began with BEGIN IMMEDIATE, so it already holds the
@@ -184,6 +230,52 @@ export class KyselyStoreTx implements StoreTx {
         .values({ key, value })
         .onConflict((oc) => oc.column("key").doUpdateSet((eb) => ({ value: eb.ref("excluded.value") })))
         .execute();
+    });
+  }
+
+  insertToken(rec: EnrollmentTokenRecord): Promise<void> {
+    return guard(`could not insert token ${rec.id}`, async () => {
+      await this.db.insertInto("enrollment_tokens").values(tokenToRow(rec)).execute();
+    });
+  }
+
+  getToken(id: string): Promise<EnrollmentTokenRecord | undefined> {
+    return guard(`could not read token ${id}`, async () => {
+      const row = await this.db
+        .selectFrom("enrollment_tokens")
+        .selectAll()
+        .where("id", "=", id)
+        .executeTakeFirst();
+      return row === undefined ? undefined : rowToToken(row);
+    });
+  }
+
+  /**
+   * One conditional UPDATE: of two racing calls only one changes the row. On SQLite the second
+   * transaction waits for the first (BEGIN IMMEDIATE) and then sees used_at set; on PostgreSQL
+   * under READ COMMITTED it re-checks the WHERE after the first commits, under SERIALIZABLE it fails
+   * with a serialization error (E_STORE). Neither lets both win.
+   */
+  markTokenUsed(id: string, at: Date, serial: string): Promise<boolean> {
+    return guard(`could not mark token ${id} used`, async () => {
+      const result = await this.db
+        .updateTable("enrollment_tokens")
+        .set({ used_at: toIso(at, "usedAt"), used_by_serial: serial })
+        .where("id", "=", id)
+        .where("used_at", "is", null)
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
+    });
+  }
+
+  findTokens(filter: TokenFilter = {}): Promise<EnrollmentTokenRecord[]> {
+    return guard("could not search tokens", async () => {
+      let query = this.db.selectFrom("enrollment_tokens").selectAll();
+      if (filter.name !== undefined) query = query.where("name", "=", filter.name);
+      if (filter.used === true) query = query.where("used_at", "is not", null);
+      if (filter.used === false) query = query.where("used_at", "is", null);
+      const rows = await query.orderBy("created_at").orderBy("id").execute();
+      return rows.map(rowToToken);
     });
   }
 }

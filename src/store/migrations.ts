@@ -63,6 +63,32 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0002_tokens": {
+    async up(db: Kysely<unknown>) {
+      // One-time enrollment tokens (ca/tokens.ts). Only SHA-256 of the secret is kept. `ttl_ms` is
+      // bigint: PostgreSQL's integer is 32-bit, and a 30-day lifetime in ms (2.6e9) overflows it.
+      await db.schema
+        .createTable("enrollment_tokens")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("secret_hash", "text", (c) => c.notNull())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("profile", "text", (c) => c.notNull())
+        .addColumn("sans", "text", (c) => c.notNull())
+        .addColumn("ttl_ms", "bigint")
+        .addColumn("ou", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("created_by", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .addColumn("used_at", "text")
+        .addColumn("used_by_serial", "text")
+        .execute();
+      await db.schema
+        .createIndex("enrollment_tokens_name_idx")
+        .on("enrollment_tokens")
+        .column("name")
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,10 +1,12 @@
+import type { Insertable, Selectable } from "kysely";
 import { MtlsError } from "../errors.js";
-import type { AuditEventsTable, CertificatesTable } from "./schema.js";
+import type { AuditEventsTable, CertificatesTable, EnrollmentTokensTable } from "./schema.js";
 import type {
   AuditEvent,
   CertificateKind,
   CertificateRecord,
   CertificateStatus,
+  EnrollmentTokenRecord,
   RevocationReason,
   StoreTx,
 } from "./types.js";
@@ -94,5 +96,44 @@ export function rowToAuditEvent(row: AuditEventsTable): AuditEvent {
     details: JSON.parse(row.details) as Record<string, unknown>,
     prevHash: row.prev_hash,
     hash: row.hash,
+  };
+}
+
+/** The row of a token; ttlMs must be a safe integer (it goes into a bigint column). */
+export function tokenToRow(rec: EnrollmentTokenRecord): Insertable<EnrollmentTokensTable> {
+  if (rec.ttlMs !== null && !(Number.isSafeInteger(rec.ttlMs) && rec.ttlMs > 0)) {
+    throw new MtlsError("E_BAD_INPUT", `token ttlMs must be a positive integer, not ${rec.ttlMs}`);
+  }
+  return {
+    id: rec.id,
+    secret_hash: rec.secretHash,
+    name: rec.name,
+    profile: rec.profile,
+    sans: JSON.stringify(rec.sans),
+    ttl_ms: rec.ttlMs,
+    ou: JSON.stringify(rec.organizationalUnit),
+    created_at: toIso(rec.createdAt, "createdAt"),
+    created_by: rec.createdBy,
+    expires_at: toIso(rec.expiresAt, "expiresAt"),
+    used_at: isoOrNull(rec.usedAt, "usedAt"),
+    used_by_serial: rec.usedBySerial,
+  };
+}
+
+export function rowToToken(row: Selectable<EnrollmentTokensTable>): EnrollmentTokenRecord {
+  return {
+    id: row.id,
+    secretHash: row.secret_hash,
+    name: row.name,
+    profile: row.profile as EnrollmentTokenRecord["profile"],
+    sans: JSON.parse(row.sans) as string[],
+    // node-postgres returns bigint columns as strings.
+    ttlMs: row.ttl_ms === null ? null : Number(row.ttl_ms),
+    organizationalUnit: JSON.parse(row.ou) as string[],
+    createdAt: fromIso(row.created_at),
+    createdBy: row.created_by,
+    expiresAt: fromIso(row.expires_at),
+    usedAt: row.used_at === null ? null : fromIso(row.used_at),
+    usedBySerial: row.used_by_serial,
   };
 }

@@ -56,6 +56,13 @@ export interface CertificateFilter {
   issuerSerial?: string;
 }
 
+/** One line of a CRL, as listRevoked() reads it. */
+export interface RevokedEntry {
+  serial: string;
+  revokedAt: Date | null;
+  reason: RevocationReason | null;
+}
+
 export interface AuditEventInput {
   at: Date;
   /** Who did it: "cli:<user>", "api:<serial>", "system". */
@@ -82,6 +89,38 @@ export interface AuditVerification {
   reason?: string;
 }
 
+/**
+ * A one-time enrollment token (ca/tokens.ts): what it grants and whether it was used. The secret
+ * itself is never stored, only its SHA-256.
+ */
+export interface EnrollmentTokenRecord {
+  /** 16 lowercase hex characters; the token's public part and its audit subject. */
+  id: string;
+  /** Hex SHA-256 of the secret's 32 bytes. */
+  secretHash: string;
+  /** The name (and CN) of the certificate it grants. */
+  name: string;
+  profile: "server" | "client" | "peer";
+  /** The SANs it allows, as "dns:x", "ip:x", "email:x", "uri:x". */
+  sans: string[];
+  /** Certificate lifetime in ms; null means the profile's default. */
+  ttlMs: number | null;
+  organizationalUnit: string[];
+  createdAt: Date;
+  /** Audit actor of whoever created it. */
+  createdBy: string;
+  expiresAt: Date;
+  usedAt: Date | null;
+  /** Serial of the certificate it was used for. */
+  usedBySerial: string | null;
+}
+
+export interface TokenFilter {
+  name?: string;
+  /** true: only used tokens; false: only unused ones. */
+  used?: boolean;
+}
+
 /** Operations available inside a transaction; everything commits or nothing does. */
 export interface StoreTx {
   insertCertificate(rec: CertificateRecord): Promise<void>;
@@ -96,11 +135,27 @@ export interface StoreTx {
   ): Promise<void>;
   getCertificate(serial: string): Promise<CertificateRecord | undefined>;
   findCertificates(filter?: CertificateFilter): Promise<CertificateRecord[]>;
+  /**
+   * What a CRL lists, and nothing more: the revoked certificates of one issuer that are still
+   * unexpired (notAfter strictly after `notAfterAfter`), in no particular order. A lean read for
+   * CRLs of 100,000 entries (no PEM, no SANs).
+   */
+  listRevoked(issuerSerial: string, notAfterAfter: Date): Promise<RevokedEntry[]>;
   appendAudit(event: AuditEventInput): Promise<AuditEvent>;
   /** Returns the next value of a named, strictly increasing counter (starts at 1), e.g. "crl:<issuer serial>". */
   nextCounter(name: string): Promise<number>;
   getSetting(key: string): Promise<string | undefined>;
   setSetting(key: string, value: string): Promise<void>;
+  /** Stores a new token; a duplicate id is an E_STORE error. */
+  insertToken(rec: EnrollmentTokenRecord): Promise<void>;
+  getToken(id: string): Promise<EnrollmentTokenRecord | undefined>;
+  /**
+   * Marks an unused token used (a conditional update, `WHERE used_at IS NULL`); true when this call
+   * did it, false when the token was already used or does not exist. Of racing calls, one wins.
+   */
+  markTokenUsed(id: string, at: Date, serial: string): Promise<boolean>;
+  /** Matching tokens, oldest first (createdAt, then id). */
+  findTokens(filter?: TokenFilter): Promise<EnrollmentTokenRecord[]>;
 }
 
 export interface Store extends StoreTx {

@@ -86,6 +86,54 @@ describe("mtls CLI end to end", { concurrency: true }, () => {
       assert.equal(modeOf(join(dir, ".mtls/ca/intermediate.key")), 0o600);
       assert.equal(modeOf(join(dir, ".mtls/ca/root.key")), 0o600);
       assert.match(readFileSync(join(dir, ".mtls/ca/intermediate.key"), "utf8"), /ENCRYPTED PRIVATE KEY/);
+      // and the first admin of the CA service: a client certificate with its PKCS#12 and password
+      assert.match(res.stdout, /admin: .*\.mtls\/admin\/admin\.crt/);
+      assert.match(res.stdout, /\.mtls\/admin\/admin\.p12 \(password in .*admin\.p12\.password\)/);
+      for (const f of ["admin.key", "admin.p12", "admin.p12.password"])
+        assert.equal(modeOf(join(dir, ".mtls/admin", f)), 0o600, f);
+      assert.equal(
+        pemBlocks(readFileSync(join(dir, ".mtls/admin/admin.crt"), "utf8"), "CERTIFICATE").length,
+        2,
+      );
+      assert.equal(assertOk(await inDir(["ca", "get", "admins"]), "ca get").stdout, "admin\n");
+    });
+
+    it("token create prints a one-time token; ca set/get change and show settings", async () => {
+      const res = assertOk(
+        await inDir([
+          "token",
+          "create",
+          "db",
+          "--profile",
+          "server",
+          "--dns",
+          "db.acme.test",
+          "--valid-for",
+          "1h",
+        ]),
+        "token create",
+      );
+      assert.match(res.stdout, /^mtls_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}\n$/);
+      assert.match(res.stderr, /enrolls one server certificate "db" \(dns:db\.acme\.test\)/);
+      const json = JSON.parse(
+        assertOk(await inDir(["token", "create", "bob", "--profile", "client", "--json"]), "token --json")
+          .stdout,
+      ) as { token: string; id: string; expiresAt: string };
+      assert.equal(json.token.slice(5, 21), json.id);
+      const listed = assertOk(await inDir(["token", "list"]), "token list").stdout;
+      assert.match(listed, new RegExp(`${json.id}\\s+bob\\s+client\\s+unused`));
+      assert.doesNotMatch(listed, new RegExp(json.token.slice(22)));
+      assertCliError(await inDir(["token", "create", "x", "--profile", "server"]), 1, /DNS name or IP/);
+      assertCliError(
+        await inDir(["token", "create", "x", "--profile", "client", "--valid-for", "8d"]),
+        1,
+        /7 days/,
+      );
+      assertCliError(await inDir(["ca", "set", "public-url", "ftp://x"]), 2, /invalid public URL/);
+      assertOk(await inDir(["ca", "set", "public-url", "http://127.0.0.1:8080"]), "ca set public-url");
+      assert.equal(assertOk(await inDir(["ca", "get", "public-url"])).stdout, "http://127.0.0.1:8080\n");
+      assertOk(await inDir(["ca", "set", "public-url", "none"]), "ca set public-url none");
+      assert.match(assertOk(await inDir(["ca", "get"])).stdout, /public-url: \(not set\)\nadmins: admin\n/);
     });
 
     it("issue server writes web.crt (leaf + intermediate), web.key 0600 and ca.crt", async () => {
@@ -147,7 +195,7 @@ describe("mtls CLI end to end", { concurrency: true }, () => {
       );
       assert.match(table, /\nweb\s+server\s+valid\s.*dns:localhost, ip:127\.0\.0\.1/);
       const rows = await listJson(dir);
-      assert.deepEqual(rows.map((r) => r.name).sort(), ["alice", "web"]);
+      assert.deepEqual(rows.map((r) => r.name).sort(), ["admin", "alice", "web"]);
       const alice = rows.find((r) => r.name === "alice") as ListRow;
       assert.equal(alice.serial, aliceSerial);
       assert.equal(alice.profile, "client");
@@ -158,12 +206,12 @@ describe("mtls CLI end to end", { concurrency: true }, () => {
       assert.equal(alice.certPath, join(dir, "certs/alice.crt"));
     });
 
-    it("list --expiring 14d shows none, --expiring 60d shows the 30-day client, --revoked none", async () => {
+    it("list --expiring 14d shows none, --expiring 60d shows the 30-day clients, --revoked none", async () => {
       assert.deepEqual(await listJson(dir, ["--expiring", "14d"]), []);
       const soon = await listJson(dir, ["--expiring", "60d"]);
       assert.deepEqual(
         soon.map((r) => r.name),
-        ["alice"],
+        ["admin", "alice"],
       );
       assert.deepEqual(await listJson(dir, ["--revoked"]), []);
     });
