@@ -6,6 +6,7 @@ export * from "./agent/index.js";
 export * from "./ca/index.js";
 export * from "./config/index.js";
 export { ERROR_CODES, type ErrorCode, isMtlsError, MtlsError } from "./errors.js";
+export * from "./gateway/index.js";
 export * from "./keys/index.js";
 export * from "./pki/index.js";
 export {

@@ -22,6 +22,7 @@ const COMMANDS: Record<string, () => Promise<Register[]>> = {
   audit: async () => [(await import("./audit.js")).registerAudit],
   quickstart: async () => [(await import("./quickstart.js")).registerQuickstart],
   tunnel: async () => [(await import("./tunnel.js")).registerTunnel],
+  gateway: async () => [(await import("./gateway.js")).registerGateway],
   up: async () => [(await import("./up.js")).registerUp],
   enroll: async () => [(await import("./enroll.js")).registerEnroll],
   renew: async () => [(await import("./renew.js")).registerRenew],
@@ -38,6 +39,7 @@ function commandName(argv: string[]): string | undefined {
 
 export async function buildProgram(argv: string[] = process.argv): Promise<Command> {
   const program = new Command("mtls")
+    .description("mutual TLS for a whole business: a private CA, tunnels and a gateway")
     .version(VERSION)
     .showSuggestionAfterError()
     .exitOverride()

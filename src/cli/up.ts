@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { loadConfig, type MtlsConfig, watchFile } from "../config/index.js";
 import { isMtlsError, MtlsError } from "../errors.js";
+import { buildGateway, compileRoutes, GatewayGroup, type GatewaySpec } from "../gateway/index.js";
 import {
   createLogger,
   createRegistry,
@@ -23,6 +24,7 @@ import {
   tunnelSpecsFromConfig,
 } from "../tunnel/index.js";
 import { note, out } from "./common.js";
+import { describeGateway, gatewaySpecsFromConfig } from "./gateway.js";
 import { exitSoon } from "./tunnel.js";
 
 interface UpOpts {
@@ -47,6 +49,7 @@ export function registerUp(program: Command): void {
 interface Loaded {
   config: MtlsConfig;
   specs: TunnelSpec[];
+  gateways: GatewaySpec[];
   status: Address | undefined;
 }
 
@@ -54,7 +57,15 @@ interface Loaded {
 async function load(file: string): Promise<Loaded> {
   const config = await loadConfig(file);
   const specs = tunnelSpecsFromConfig(config);
-  return { config, specs, status: statusAddressFromConfig(config) };
+  const gateways = gatewaySpecsFromConfig(config);
+  for (const [i, g] of gateways.entries()) {
+    try {
+      compileRoutes(g.routes, { unsafeUpstream: g.unsafeUpstream ?? false });
+    } catch (err) {
+      throw inFile(config.source, new MtlsError("E_BAD_INPUT", `gateways[${i}]: ${(err as Error).message}`));
+    }
+  }
+  return { config, specs, gateways, status: statusAddressFromConfig(config) };
 }
 
 /** Names the file in front of an error about one of its tunnels ("mtls.yaml: tunnel vnc: …"). */
@@ -72,7 +83,7 @@ function inFile(source: string, err: unknown): MtlsError {
 
 /** --check: everything `up` would do short of listening. */
 async function checkConfig(file: string): Promise<void> {
-  const { config, specs } = await load(file);
+  const { config, specs, gateways } = await load(file);
   const registry = createRegistry();
   for (const spec of specs) {
     try {
@@ -88,9 +99,30 @@ async function checkConfig(file: string): Promise<void> {
       );
     }
   }
-  out(
-    `${config.source}: ok (${specs.length} tunnel${specs.length === 1 ? "" : "s"}: ${specs.map((s) => s.name).join(", ")})`,
-  );
+  for (const spec of gateways) {
+    try {
+      (await buildGateway(spec, { logger: silentLogger(), registry })).close();
+    } catch (err) {
+      throw inFile(
+        config.source,
+        new MtlsError(
+          isMtlsError(err) ? err.code : "E_BAD_INPUT",
+          `gateway ${spec.name}: ${(err as Error).message}`,
+        ),
+      );
+    }
+  }
+  const parts = [
+    ...(specs.length || !gateways.length
+      ? [`${specs.length} tunnel${specs.length === 1 ? "" : "s"}: ${specs.map((s) => s.name).join(", ")}`]
+      : []),
+    ...(gateways.length
+      ? [
+          `${gateways.length} gateway${gateways.length === 1 ? "" : "s"}: ${gateways.map((g) => g.name).join(", ")}`,
+        ]
+      : []),
+  ];
+  out(`${config.source}: ok (${parts.join("; ")})`);
 }
 
 function formatStatus(status: StatusServer): string {
@@ -114,6 +146,9 @@ async function runUp(file: string): Promise<void> {
     onListening: (t, bound) =>
       note(`mtls: tunnel ${describeListening(t, bound)} → ${describeTargets(t.spec)}`),
   });
+  const gateways = new GatewayGroup({ logger: log, registry }, (g) =>
+    note(`mtls: gateway ${g.gateway.name} ${describeGateway(g)}`),
+  );
   let status: StatusServer | undefined;
   let statusAt: string | undefined;
 
@@ -121,7 +156,16 @@ async function runUp(file: string): Promise<void> {
     const key = at ? formatAddress(at) : undefined;
     if (key === statusAt) return;
     const next = at
-      ? await startStatusServer({ listen: listenOptions(at), registry, ready: () => group.ready() })
+      ? await startStatusServer({
+          listen: listenOptions(at),
+          registry,
+          ready: async () => {
+            const [t, g] = await Promise.all([group.ready(), gateways.ready()]);
+            if (gateways.size === 0) return t;
+            if (group.tunnels.length === 0) return g;
+            return { ok: t.ok && g.ok, detail: `${t.detail}\n${g.detail}` };
+          },
+        })
       : undefined;
     await status?.close();
     status = next;
@@ -147,14 +191,29 @@ async function runUp(file: string): Promise<void> {
         ),
       );
     }
+    const started = await gateways.apply(first.gateways);
+    const failedGateway = started.failed[0];
+    if (failedGateway) {
+      await Promise.all([group.stop(0), gateways.stop(0)]);
+      throw inFile(
+        source,
+        new MtlsError(
+          isMtlsError(failedGateway.error) ? failedGateway.error.code : "E_IO",
+          `gateway ${failedGateway.name}: ${failedGateway.error.message}`,
+        ),
+      );
+    }
     try {
       await startStatus(first.status);
     } catch (err) {
-      await group.stop(0);
+      await Promise.all([group.stop(0), gateways.stop(0)]);
       throw inFile(source, new MtlsError("E_IO", (err as Error).message.replace("--status", "status")));
     }
-    note(`mtls: up: ${group.tunnels.length} tunnel${group.tunnels.length === 1 ? "" : "s"} from ${source}`);
-    await supervise(file, first, group, log, startStatus);
+    const gatewaysText = gateways.size ? `, ${gateways.size} gateway${gateways.size === 1 ? "" : "s"}` : "";
+    note(
+      `mtls: up: ${group.tunnels.length} tunnel${group.tunnels.length === 1 ? "" : "s"}${gatewaysText} from ${source}`,
+    );
+    await supervise(file, first, group, gateways, log, startStatus);
   } finally {
     await status?.close();
   }
@@ -166,6 +225,7 @@ function supervise(
   file: string,
   first: Loaded,
   group: TunnelGroup,
+  gateways: GatewayGroup,
   log: Logger,
   startStatus: (at: Address | undefined) => Promise<void>,
 ): Promise<void> {
@@ -186,7 +246,7 @@ function supervise(
     // SIGHUP re-reads every certificate file too, whatever becomes of the config.
     const rereadFiles = async () => {
       if (why !== "SIGHUP") return;
-      const changed = await group.reloadFiles();
+      const changed = (await Promise.all([group.reloadFiles(), gateways.reloadFiles()])).some(Boolean);
       log.info({ changed }, changed ? "TLS files reloaded" : "TLS files unchanged");
     };
     let next: Loaded;
@@ -204,6 +264,23 @@ function supervise(
     } catch (err) {
       refuse(err);
       return rereadFiles();
+    }
+    const gatewayReport = await gateways.apply(next.gateways);
+    if (gatewayReport.started.length + gatewayReport.restarted.length + gatewayReport.stopped.length > 0) {
+      log.info(
+        {
+          started: gatewayReport.started,
+          restarted: gatewayReport.restarted,
+          stopped: gatewayReport.stopped,
+          failed: gatewayReport.failed.map((f) => `${f.name}: ${f.error.message}`),
+        },
+        gatewayReport.failed.length ? "gateways reloaded, but some could not start" : "gateways reloaded",
+      );
+    } else if (gatewayReport.failed.length) {
+      log.error(
+        { failed: gatewayReport.failed.map((f) => `${f.name}: ${f.error.message}`) },
+        "some gateways could not start",
+      );
     }
     applied = next.config.digest;
     log.level = next.config.logLevel;
@@ -245,12 +322,13 @@ function supervise(
       if (signals > 1) {
         log.warn({ signal }, "second signal: closing every connection now");
         void group.stop(0);
+        void gateways.stop(0);
         return;
       }
       log.info({ signal }, "shutting down");
       watcher.close();
       void chain
-        .then(() => group.stop())
+        .then(() => Promise.all([group.stop(), gateways.stop()]))
         .then(
           () => {
             log.info("every tunnel stopped");

@@ -1,6 +1,7 @@
 /** TLS for tunnels and gateways: contexts from files or the state, hot reload, peer verification. */
 export { tlsFilesFromState } from "./from-state.js";
 export { identityFromCert, peerCertificateChain } from "./identity.js";
+export { IssuerBook } from "./issuers.js";
 export { type LoadTlsOptions, loadTlsMaterial } from "./material.js";
 export { createRevocationChecker, type RevocationCheckerOptions } from "./revocation.js";
 export { SwappableMaterial, SwappableRevocation } from "./swappable.js";

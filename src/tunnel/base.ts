@@ -11,9 +11,8 @@ import {
   tunnelMetrics,
 } from "../observe/index.js";
 import type { RevocationChecker, TlsMaterial, VerifyPeer } from "../tls/index.js";
-import { verifyPeer as defaultVerifyPeer } from "../tls/index.js";
+import { verifyPeer as defaultVerifyPeer, IssuerBook } from "../tls/index.js";
 import type { Address } from "./address.js";
-import { IssuerBook } from "./issuers.js";
 import { type LiveConnection, LiveConnections } from "./live.js";
 import { REFUSAL_REASONS } from "./report.js";
 

@@ -1,5 +1,5 @@
 import type { CertInfo } from "../pki/certinfo.js";
-import type { RevocationChecker, TlsMaterial } from "../tls/index.js";
+import type { RevocationChecker, TlsMaterial } from "./types.js";
 
 const MAX_LEARNED = 256;
 

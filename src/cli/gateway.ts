@@ -1,0 +1,351 @@
+import type { Command } from "commander";
+import { parseDuration } from "../config/duration.js";
+import type { GatewayConfig, MtlsConfig } from "../config/index.js";
+import { resolveStateDir } from "../config/state.js";
+import { MtlsError } from "../errors.js";
+import {
+  type BuiltGateway,
+  buildGateway,
+  GATEWAY_DEFAULTS,
+  type GatewaySpec,
+  IDENTITY_HEADER_FORMATS,
+  type IdentityHeaderFormat,
+  modeOf,
+  parseRouteFlag,
+  parseSize,
+} from "../gateway/index.js";
+import {
+  createLogger,
+  defaultRegistry,
+  type Logger,
+  parseLogLevel,
+  type StatusServer,
+  startStatusServer,
+} from "../observe/index.js";
+import { type AllowFlags, rulesFromFlags } from "../policy/index.js";
+import { formatAddress, listenOptions, parseAddress } from "../tunnel/index.js";
+import { collect, note } from "./common.js";
+import { exitSoon } from "./tunnel.js";
+
+interface GatewayOpts extends AllowFlags {
+  listen: string;
+  route: string[];
+  mode: string;
+  allowMethod?: string[];
+  cert?: string;
+  key?: string;
+  ca?: string;
+  state?: string;
+  name?: string;
+  crl?: string[];
+  ocsp?: boolean;
+  ocspRecheck?: string;
+  reloadInterval?: string;
+  identityHeaders: string;
+  enrollUrl?: string;
+  maxBody: string;
+  requestTimeout: string;
+  upstreamTimeout: string;
+  keepaliveTimeout: string;
+  handshakeTimeout: string;
+  maxConnections: string;
+  shutdownTimeout: string;
+  unsafeUpstream?: boolean;
+  http2: boolean;
+  status?: string;
+  logLevel: string;
+}
+
+export function registerGateway(program: Command): void {
+  program
+    .command("gateway")
+    .description(
+      "HTTPS reverse proxy with client certificates: routes by host and path, identity headers upstream, friendly refusals",
+    )
+    .requiredOption("--listen <address>", "where to accept HTTPS: host:port, [::1]:port, :port or unix:/path")
+    .requiredOption(
+      "--route <spec>",
+      "[HOST]/PATH=http://127.0.0.1:PORT[;mode=require|optional|none][;allow-uri=…][;methods=GET,HEAD] (repeatable; longest path wins)",
+      collect,
+    )
+    .option("--mode <mode>", "default mode of routes: require, optional or none", "require")
+    .option("--allow-cn <cn>", "allow certificates with this subject CN (repeatable)", collect)
+    .option("--allow-ou <ou>", "allow certificates with this OU (repeatable)", collect)
+    .option("--allow-dns <name>", "allow certificates with this DNS SAN (repeatable)", collect)
+    .option(
+      "--allow-uri <uri>",
+      "allow this URI SAN; spiffe://acme.test/user/* patterns (repeatable)",
+      collect,
+    )
+    .option("--allow-email <address>", "allow this e-mail SAN (repeatable)", collect)
+    .option(
+      "--allow-fingerprint <sha256>",
+      "allow the certificate with this SHA-256 fingerprint (repeatable)",
+      collect,
+    )
+    .option("--allow-spki <pin>", "allow this public key (SHA-256 of the SPKI, base64) (repeatable)", collect)
+    .option("--allow-all", "allow any certificate the CA issued")
+    .option(
+      "--allow-method <method>",
+      "the --allow-* rules allow only these HTTP methods (repeatable)",
+      collect,
+    )
+    .option("--cert <file>", "the gateway's certificate chain (PEM: leaf, then intermediates)")
+    .option("--key <file>", "its private key (PEM)")
+    .option("--ca <file>", "CA certificate(s) client certificates must chain to (PEM)")
+    .option(
+      "--state <dir>",
+      "take --cert/--key/--ca from this state directory (default $MTLS_STATE or ./.mtls)",
+    )
+    .option("--name <name>", "with --state: the name the gateway's certificate was issued under")
+    .option(
+      "--crl <file|url>",
+      "CRL to check client certificates against, reloaded when it changes (repeatable)",
+      collect,
+    )
+    .option("--ocsp", "ask the OCSP responder in the client certificate's AIA")
+    .option(
+      "--ocsp-recheck <duration>",
+      "with --ocsp: re-ask about certificates in use this often (default 30s)",
+    )
+    .option("--reload-interval <duration>", "also re-read the certificate files this often (e.g. 1h)")
+    .option(
+      "--identity-headers <format>",
+      "identity headers upstream: rfc9440 (Client-Cert, Client-Cert-Chain), xfcc (x-forwarded-client-cert) or both",
+      "rfc9440",
+    )
+    .option(
+      "--enroll-url <url>",
+      "where people without a valid certificate get one (linked from the refusal page)",
+    )
+    .option("--max-body <size>", 'largest request body: 100m, 1g, 512k ("0": no limit)', "100m")
+    .option("--request-timeout <duration>", "a whole request must arrive within this", "5m")
+    .option(
+      "--upstream-timeout <duration>",
+      "the upstream must answer without a pause longer than this",
+      "60s",
+    )
+    .option("--keepalive-timeout <duration>", "close idle client connections after this", "60s")
+    .option("--handshake-timeout <duration>", "TLS handshake deadline", "10s")
+    .option("--max-connections <n>", "most client connections at once (0: no limit)", "0")
+    .option("--shutdown-timeout <duration>", "on SIGTERM, how long requests in flight may finish", "30s")
+    .option("--no-http2", "offer HTTP/1.1 only (no HTTP/2 by ALPN)")
+    .option("--unsafe-upstream", "allow a plain-HTTP upstream that is not loopback")
+    .option("--status <address>", "serve /healthz, /readyz and /metrics here (e.g. 127.0.0.1:9090)")
+    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info")
+    .action((opts: GatewayOpts) => runGateway(opts));
+}
+
+function count(text: string, what: string): number {
+  if (!/^\d+$/.test(text)) throw new MtlsError("E_USAGE", `invalid ${what} "${text}" (a whole number)`);
+  return Number(text);
+}
+
+function identityHeadersOf(text: string): IdentityHeaderFormat {
+  if (!(IDENTITY_HEADER_FORMATS as readonly string[]).includes(text)) {
+    throw new MtlsError("E_USAGE", `invalid --identity-headers "${text}" (rfc9440, xfcc or both)`);
+  }
+  return text as IdentityHeaderFormat;
+}
+
+function enrollUrlOf(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new MtlsError("E_USAGE", `invalid --enroll-url "${text}" (an http:// or https:// URL)`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new MtlsError("E_USAGE", `invalid --enroll-url "${text}" (an http:// or https:// URL)`);
+  }
+  return url.href;
+}
+
+/** Every flag checked before anything is opened. */
+export function gatewaySpecOf(opts: GatewayOpts): GatewaySpec {
+  const listen = parseAddress(opts.listen, "--listen", { allowPortZero: true, allowAnyHost: true });
+  const mode = modeOf(opts.mode, "--mode");
+  const methods = opts.allowMethod?.map((m) => m.toUpperCase());
+  const rules = rulesFromFlags(opts);
+  if (methods && rules.length === 0)
+    throw new MtlsError("E_USAGE", "--allow-method goes with --allow-* rules");
+  const routes = opts.route.map((r) => parseRouteFlag(r, { mode, rules, ...(methods ? { methods } : {}) }));
+  const direct = [opts.cert, opts.key, opts.ca].filter((v) => v !== undefined).length;
+  let tls: GatewaySpec["tls"];
+  if (opts.name !== undefined) {
+    if (direct > 0)
+      throw new MtlsError("E_USAGE", "give either --cert/--key/--ca or --state/--name, not both");
+    tls = { state: resolveStateDir(opts.state), identity: opts.name };
+  } else if (opts.cert && opts.key && opts.ca) {
+    tls = { cert: opts.cert, key: opts.key, ca: opts.ca };
+  } else {
+    throw new MtlsError("E_USAGE", "give --cert, --key and --ca (or --state DIR --name NAME)");
+  }
+  if (opts.ocspRecheck !== undefined && !opts.ocsp)
+    throw new MtlsError("E_USAGE", "--ocsp-recheck goes with --ocsp");
+  const enrollUrl = enrollUrlOf(opts.enrollUrl);
+  return {
+    name: opts.listen,
+    listen: listenOptions(listen),
+    tls,
+    routes,
+    ...(opts.crl?.length ? { crl: opts.crl } : {}),
+    ...(opts.ocsp ? { ocsp: true } : {}),
+    ...(opts.ocspRecheck !== undefined
+      ? { ocspRecheckMs: opts.ocspRecheck === "off" ? 0 : parseDuration(opts.ocspRecheck, "--ocsp-recheck") }
+      : {}),
+    ...(opts.reloadInterval
+      ? { reloadIntervalMs: parseDuration(opts.reloadInterval, "--reload-interval") }
+      : {}),
+    identityHeaders: identityHeadersOf(opts.identityHeaders),
+    ...(enrollUrl ? { enrollUrl } : {}),
+    maxBodyBytes: parseSize(opts.maxBody, "--max-body"),
+    requestTimeoutMs: parseDuration(opts.requestTimeout, "--request-timeout"),
+    upstreamTimeoutMs: parseDuration(opts.upstreamTimeout, "--upstream-timeout"),
+    keepAliveTimeoutMs: parseDuration(opts.keepaliveTimeout, "--keepalive-timeout"),
+    handshakeTimeoutMs: parseDuration(opts.handshakeTimeout, "--handshake-timeout"),
+    headersTimeoutMs: GATEWAY_DEFAULTS.headersTimeoutMs,
+    maxConnections: count(opts.maxConnections, "--max-connections"),
+    shutdownTimeoutMs: parseDuration(opts.shutdownTimeout, "--shutdown-timeout"),
+    unsafeUpstream: opts.unsafeUpstream ?? false,
+    http2: opts.http2 !== false,
+  };
+}
+
+/** The `gateways:` of mtls.yaml as specs (addresses and sizes checked; errors name their place). */
+export function gatewaySpecsFromConfig(config: MtlsConfig): GatewaySpec[] {
+  return (config.gateways ?? []).map((g) => {
+    try {
+      return gatewaySpecOfConfig(g);
+    } catch (err) {
+      throw new MtlsError("E_BAD_INPUT", `${config.source}: ${g.path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  });
+}
+
+function gatewaySpecOfConfig(g: GatewayConfig): GatewaySpec {
+  const listen = parseAddress(g.listen, "listen", { allowPortZero: true, allowAnyHost: true });
+  const enrollUrl = enrollUrlOf(g.enrollUrl);
+  return {
+    name: g.name,
+    listen: listenOptions(listen),
+    tls: g.tls,
+    routes: g.routes.map((r) => ({
+      ...(r.host !== undefined ? { host: r.host } : {}),
+      path: r.prefix,
+      upstream: r.upstream,
+      mode: r.mode,
+      rules: r.allow,
+    })),
+    ...(g.crl.length ? { crl: g.crl } : {}),
+    ...(g.ocsp ? { ocsp: true } : {}),
+    ...(g.ocspRecheckMs !== undefined ? { ocspRecheckMs: g.ocspRecheckMs } : {}),
+    ...(g.reloadIntervalMs ? { reloadIntervalMs: g.reloadIntervalMs } : {}),
+    identityHeaders: g.identityHeaders,
+    ...(enrollUrl ? { enrollUrl } : {}),
+    ...(g.maxBody !== undefined ? { maxBodyBytes: parseSize(g.maxBody, "max_body") } : {}),
+    ...(g.requestTimeoutMs !== undefined ? { requestTimeoutMs: g.requestTimeoutMs } : {}),
+    ...(g.upstreamTimeoutMs !== undefined ? { upstreamTimeoutMs: g.upstreamTimeoutMs } : {}),
+    ...(g.keepAliveTimeoutMs !== undefined ? { keepAliveTimeoutMs: g.keepAliveTimeoutMs } : {}),
+    ...(g.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: g.handshakeTimeoutMs } : {}),
+    ...(g.maxConnections !== undefined ? { maxConnections: g.maxConnections } : {}),
+    ...(g.shutdownTimeoutMs !== undefined ? { shutdownTimeoutMs: g.shutdownTimeoutMs } : {}),
+    http2: g.http2,
+    unsafeUpstream: g.unsafeUpstream,
+  };
+}
+
+/** "listening on 127.0.0.1:8443: *\/ → http://127.0.0.1:3000 (require), …" */
+export function describeGateway(built: BuiltGateway): string {
+  const routes = built.gateway
+    .currentRoutes()
+    .map(
+      (r) =>
+        `${r.name} → ${r.upstream.origin}${r.upstream.pathname === "/" ? "" : r.upstream.pathname} (${r.mode})`,
+    )
+    .join(", ");
+  return `listening on ${built.gateway.address()}: ${routes}`;
+}
+
+async function runGateway(opts: GatewayOpts): Promise<void> {
+  const spec = gatewaySpecOf(opts);
+  const status = opts.status
+    ? parseAddress(opts.status, "--status", { allowPortZero: true, allowAnyHost: true })
+    : undefined;
+  const log = createLogger({ level: parseLogLevel(opts.logLevel), name: "mtls-gateway" });
+  const built = await buildGateway(spec, { logger: log, registry: defaultRegistry() });
+  await run(built, spec, status ? listenOptions(status) : undefined, log);
+  exitSoon();
+}
+
+/**
+ * Runs the gateway until SIGTERM or SIGINT: one line when listening, TLS files re-read on SIGHUP,
+ * and a graceful stop (requests in flight finish for --shutdown-timeout; a second signal cuts).
+ */
+async function run(
+  built: BuiltGateway,
+  spec: GatewaySpec,
+  statusListen: ReturnType<typeof listenOptions> | undefined,
+  log: Logger,
+): Promise<void> {
+  let status: StatusServer | undefined;
+  try {
+    await built.start();
+    if (statusListen) {
+      status = await startStatusServer({
+        listen: statusListen,
+        registry: defaultRegistry(),
+        ready: () => built.ready(),
+      });
+    }
+    const a = status?.address;
+    const statusText =
+      a && typeof a === "object"
+        ? `; status on ${formatAddress({ kind: "tcp", host: a.address, port: a.port })}`
+        : a
+          ? `; status on unix:${a}`
+          : "";
+    note(`mtls: gateway ${describeGateway(built)}${statusText}`);
+    const shutdownMs = spec.shutdownTimeoutMs ?? 30_000;
+    await new Promise<void>((resolve) => {
+      let signals = 0;
+      const onHup = () => {
+        log.info("SIGHUP: reloading the TLS files");
+        built.reloadFiles().then(
+          (changed) => log.info({ changed }, changed ? "TLS files reloaded" : "TLS files unchanged"),
+          (err: Error) => log.warn({ err: err.message }, "reload failed"),
+        );
+      };
+      const onStop = (signal: NodeJS.Signals) => {
+        signals++;
+        if (signals > 1) {
+          log.warn({ signal }, "second signal: closing every connection now");
+          void built.gateway.stop(0);
+          return;
+        }
+        log.info({ signal, deadlineMs: shutdownMs }, "shutting down");
+        built.gateway.stop(shutdownMs).then(
+          () => {
+            process.off("SIGHUP", onHup);
+            process.off("SIGTERM", onStop);
+            process.off("SIGINT", onStop);
+            resolve();
+          },
+          (err: Error) => {
+            log.error({ err: err.message }, "stop failed");
+            resolve();
+          },
+        );
+      };
+      process.on("SIGHUP", onHup);
+      process.on("SIGTERM", onStop);
+      process.on("SIGINT", onStop);
+    });
+  } finally {
+    await status?.close();
+    built.close();
+  }
+}

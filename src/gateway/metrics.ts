@@ -1,0 +1,69 @@
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+
+/**
+ * The gateway's metrics, registered once per registry (gateways in one process are told apart by
+ * the `gateway` label):
+ *   mtls_gateway_requests_total{gateway,route,status}         counter (answered requests)
+ *   mtls_gateway_request_duration_seconds{gateway,route}      histogram (until the response ended)
+ *   mtls_gateway_refusals_total{gateway,route,reason}         counter (401/403 by refusal reason, 404, 413)
+ *   mtls_gateway_upstream_errors_total{gateway,route,reason}  counter (unreachable, timeout, reset)
+ *   mtls_gateway_requests_in_flight{gateway}                  gauge
+ *   mtls_gateway_bytes_total{gateway,direction}               counter (request / response bodies)
+ */
+export interface GatewayMetrics {
+  requests: Counter<"gateway" | "route" | "status">;
+  duration: Histogram<"gateway" | "route">;
+  refusals: Counter<"gateway" | "route" | "reason">;
+  upstreamErrors: Counter<"gateway" | "route" | "reason">;
+  inFlight: Gauge<"gateway">;
+  bytes: Counter<"gateway" | "direction">;
+}
+
+const byRegistry = new WeakMap<Registry, GatewayMetrics>();
+
+export function gatewayMetrics(registry: Registry): GatewayMetrics {
+  const existing = byRegistry.get(registry);
+  if (existing) return existing;
+  const registers = [registry];
+  const metrics: GatewayMetrics = {
+    requests: new Counter({
+      name: "mtls_gateway_requests_total",
+      help: "Requests answered by the gateway, by route and status",
+      labelNames: ["gateway", "route", "status"],
+      registers,
+    }),
+    duration: new Histogram({
+      name: "mtls_gateway_request_duration_seconds",
+      help: "Time from a request's arrival to the end of its response",
+      labelNames: ["gateway", "route"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    refusals: new Counter({
+      name: "mtls_gateway_refusals_total",
+      help: "Requests refused by the gateway itself, by reason",
+      labelNames: ["gateway", "route", "reason"],
+      registers,
+    }),
+    upstreamErrors: new Counter({
+      name: "mtls_gateway_upstream_errors_total",
+      help: "Requests whose upstream could not be reached or failed, by reason",
+      labelNames: ["gateway", "route", "reason"],
+      registers,
+    }),
+    inFlight: new Gauge({
+      name: "mtls_gateway_requests_in_flight",
+      help: "Requests being handled right now",
+      labelNames: ["gateway"],
+      registers,
+    }),
+    bytes: new Counter({
+      name: "mtls_gateway_bytes_total",
+      help: "Body bytes carried; in = request bodies from clients, out = response bodies to them",
+      labelNames: ["gateway", "direction"],
+      registers,
+    }),
+  };
+  byRegistry.set(registry, metrics);
+  return metrics;
+}
