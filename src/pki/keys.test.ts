@@ -150,3 +150,12 @@ describe("encodings", () => {
     bad(() => privateKeyFromPem(encrypted));
   });
 });
+
+test("spkiOf equals OpenSSL's SPKI export for every key type (the SEC1 shortcut for EC keys included)", () => {
+  for (const type of KEY_TYPES) {
+    const { privateKey } = generateKeyPair(type);
+    const expected = createPublicKey(privateKey).export({ format: "der", type: "spki" });
+    assert.deepEqual(Buffer.from(spkiOf(privateKey)), expected, type);
+    assert.deepEqual(Buffer.from(spkiOf(createPublicKey(privateKey))), expected, `${type} (public key)`);
+  }
+});
