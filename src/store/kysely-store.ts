@@ -1,5 +1,5 @@
-import { AsyncLocalStorage } from "node:async_hooks";
-import type { IsolationLevel, Kysely, Transaction } from "kysely";
+import { AsyncLocalStorage, AsyncResource } from "node:async_hooks";
+import { CompiledQuery, type IsolationLevel, type Kysely, type Transaction } from "kysely";
 import { MtlsError } from "../errors.js";
 import { verifyChainAsync } from "./audit-chain.js";
 import { KyselyStoreTx } from "./kysely-tx.js";
@@ -26,7 +26,31 @@ export interface KyselyStoreOptions {
   onBegin?: (trx: Transaction<Database>) => Promise<void>;
   /** Events read per query by verifyAudit (default 1000). */
   auditPageSize?: number;
+  /**
+   * Group commit, for a database with one connection (SQLite): transactions that queue while one
+   * runs share the next transaction and its one commit (one fsync at synchronous=FULL). Each
+   * member runs alone in a SAVEPOINT, so one that throws is rolled back without the others; every
+   * caller's promise settles only after the shared COMMIT returned, i.e. once its writes are as
+   * durable as a transaction of its own would be. Default false: one transaction per call.
+   */
+  groupCommit?: boolean;
 }
+
+/** Most members in one shared transaction, so one commit's latency and size stay bounded. */
+export const MAX_GROUP = 256;
+
+interface Member {
+  fn: (tx: StoreTx) => Promise<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Thrown out of a shared transaction to roll it back whole; never reaches a caller. */
+const GROUP_ABORT = new Error("roll back the shared transaction");
+
+const SAVEPOINT = CompiledQuery.raw("savepoint mtls_member");
+const RELEASE = CompiledQuery.raw("release savepoint mtls_member");
+const ROLLBACK_TO = CompiledQuery.raw("rollback to savepoint mtls_member");
 
 /**
  * The Store over any Kysely<Database> whose schema is migrated (migrations.ts): the dialect decides
@@ -42,6 +66,9 @@ export class KyselyStore implements Store {
   readonly #onBegin: KyselyStoreOptions["onBegin"];
   readonly #pageSize: number;
   readonly #insideTransaction = new AsyncLocalStorage<true>();
+  readonly #groupCommit: boolean;
+  #queue: Member[] = [];
+  #draining = false;
   #closed = false;
 
   constructor(db: Kysely<Database>, options: KyselyStoreOptions = {}) {
@@ -50,6 +77,7 @@ export class KyselyStore implements Store {
     this.#isolationLevel = options.isolationLevel ?? "serializable";
     this.#onBegin = options.onBegin;
     this.#pageSize = options.auditPageSize ?? 1000;
+    this.#groupCommit = options.groupCommit ?? false;
   }
 
   /** The underlying Kysely instance, for dialect-specific tooling and tests (e.g. tampering with rows). */
@@ -59,6 +87,15 @@ export class KyselyStore implements Store {
 
   async transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
     this.#assertOutsideTransaction("transaction");
+    if (this.#groupCommit) {
+      return new Promise<T>((resolve, reject) => {
+        // fn runs later, from whichever call drains the queue: in its caller's async context, marked
+        // as inside a transaction.
+        const bound = AsyncResource.bind((tx: StoreTx) => this.#insideTransaction.run(true, () => fn(tx)));
+        this.#queue.push({ fn: bound, resolve: resolve as Member["resolve"], reject });
+        if (!this.#draining) void this.#drain();
+      });
+    }
     let thrownByFn: { error: unknown } | undefined;
     try {
       return await this.#db
@@ -81,6 +118,69 @@ export class KyselyStore implements Store {
       if (err instanceof MtlsError) throw err;
       throw storeError("transaction failed", err);
     }
+  }
+
+  /**
+   * Runs queued transactions until the queue is empty, as few database transactions as possible.
+   * The first member of a transaction runs without a savepoint (when it throws, the transaction
+   * holds nothing else and is rolled back whole: one caller at a time costs what it always did);
+   * members that join while it is open each run inside a savepoint. New calls keep joining the open
+   * transaction until none is waiting (or MAX_GROUP ran), then it commits and their promises settle.
+   */
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      while (this.#queue.length > 0) await this.#runGroup();
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  async #runGroup(): Promise<void> {
+    const done: { member: Member; value: unknown }[] = [];
+    // The member taken from the queue and not yet settled or done, and the error its fn threw.
+    let current: { member: Member; error?: unknown } | undefined;
+    let taken = 0;
+    try {
+      await this.#db
+        .transaction()
+        .setIsolationLevel(this.#isolationLevel)
+        .execute(async (trx) => {
+          await this.#onBegin?.(trx);
+          const tx = new KyselyStoreTx(trx);
+          while (taken < MAX_GROUP && this.#queue.length > 0) {
+            const member = this.#queue.shift() as Member;
+            const first = taken++ === 0;
+            const taking: { member: Member; error?: unknown } = { member };
+            current = taking;
+            if (!first) await trx.executeQuery(SAVEPOINT);
+            try {
+              done.push({ member, value: await member.fn(tx) });
+              current = undefined;
+            } catch (error) {
+              taking.error = error;
+              // The transaction holds nothing but this member's writes: roll it back whole.
+              if (first) throw GROUP_ABORT;
+              await trx.executeQuery(ROLLBACK_TO);
+              current = undefined;
+              member.reject(error);
+            }
+            if (!first) await trx.executeQuery(RELEASE);
+          }
+        });
+    } catch (err) {
+      // Rolled back whole: nothing any member of this transaction wrote is stored. fn's own error
+      // comes back unchanged; a failed begin, savepoint, commit or rollback is E_STORE.
+      const failure = err instanceof MtlsError ? err : storeError("transaction failed", err);
+      const c = current as { member: Member; error?: unknown } | undefined;
+      if (c) c.member.reject(err === GROUP_ABORT ? c.error : failure);
+      // Nothing was taken (BEGIN failed): the first caller gets the error, as it would have alone,
+      // and the next one tries again; the queue always shrinks.
+      else if (taken === 0) this.#queue.shift()?.reject(failure);
+      for (const { member } of done) member.reject(failure);
+      return;
+    }
+    for (const { member, value } of done) member.resolve(value);
   }
 
   async insertCertificate(rec: CertificateRecord): Promise<void> {
