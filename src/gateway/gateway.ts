@@ -29,7 +29,7 @@ import {
   tunnelMetrics,
 } from "../observe/index.js";
 import type { CertInfo } from "../pki/certinfo.js";
-import type { PeerIdentity } from "../policy/index.js";
+import { type PeerIdentity, summarizeIdentity } from "../policy/index.js";
 import type { RevocationChecker, TlsMaterial, VerifyPeer } from "../tls/index.js";
 import { verifyPeer as defaultVerifyPeer } from "../tls/index.js";
 import { ClientAuth } from "./client-auth.js";
@@ -531,10 +531,10 @@ export class Gateway extends EventEmitter {
     record.route = route.name;
     const admission = await this.admit(req, route);
     if (!admission.ok) {
-      if (admission.identity) record.identity = auditIdentity(admission.identity);
+      if (admission.identity) record.identity = summarizeIdentity(admission.identity);
       return this.refuse(req, res, record, admission.reason, admission.detail, route, admission.identity);
     }
-    if (admission.identity) record.identity = auditIdentity(admission.identity);
+    if (admission.identity) record.identity = summarizeIdentity(admission.identity);
     if (admission.rule) record.rule = admission.rule;
     if (admission.note) record.detail = admission.note;
 
@@ -718,7 +718,7 @@ export class Gateway extends EventEmitter {
     if (!route) return refuse("no_route", `no route for ${host ?? "*"}${target.path}`);
     record.route = route.name;
     const admission = await this.admit(req, route);
-    if (admission.identity) record.identity = auditIdentity(admission.identity);
+    if (admission.identity) record.identity = summarizeIdentity(admission.identity);
     if (!admission.ok) return refuse(admission.reason, admission.detail, route, admission.identity);
     if (admission.rule) record.rule = admission.rule;
     if (socket.destroyed) return;
@@ -897,20 +897,6 @@ function writeRaw(socket: Socket, status: number, headers: Record<string, string
   for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
   lines.push("connection: close", "", "");
   socket.end(lines.join("\r\n") + body);
-}
-
-function auditIdentity(id: PeerIdentity): AuditIdentity {
-  return {
-    subject: id.subject,
-    sans: [
-      ...id.dnsNames.map((v) => `dns:${v}`),
-      ...id.ips.map((v) => `ip:${v}`),
-      ...id.emails.map((v) => `email:${v}`),
-      ...id.uris.map((v) => `uri:${v}`),
-    ],
-    serial: id.serial,
-    fingerprint: id.fingerprint,
-  };
 }
 
 function describeListen(l: ListenOptions): string {

@@ -1,6 +1,6 @@
 import type { CertInfo } from "../pki/certinfo.js";
 import { certToPem } from "../pki/certinfo.js";
-import type { PeerIdentity } from "../policy/index.js";
+import { type PeerIdentity, summarizeIdentity } from "../policy/index.js";
 
 /**
  * The headers that carry a client's identity to upstreams: RFC 9440 (`Client-Cert`,
@@ -31,17 +31,7 @@ const sfBinary = (der: Uint8Array): string => `:${Buffer.from(der).toString("bas
 
 /** The JSON of X-Client-Identity, ASCII only (non-ASCII escaped as \uXXXX) so it is a valid header value. */
 export function clientIdentityJson(id: PeerIdentity): string {
-  const value = {
-    subject: id.subject,
-    sans: [
-      ...id.dnsNames.map((v) => `dns:${v}`),
-      ...id.ips.map((v) => `ip:${v}`),
-      ...id.emails.map((v) => `email:${v}`),
-      ...id.uris.map((v) => `uri:${v}`),
-    ],
-    serial: id.serial,
-    fingerprint: id.fingerprint,
-  };
+  const value = summarizeIdentity(id);
   return JSON.stringify(value).replace(
     /[\u007f-\uffff]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,

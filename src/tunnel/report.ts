@@ -1,5 +1,5 @@
 import type { AuditIdentity } from "../observe/index.js";
-import type { PeerIdentity } from "../policy/index.js";
+import { type PeerIdentity, summarizeIdentity } from "../policy/index.js";
 import type { RefusalReason } from "../tls/index.js";
 import { formatEndpoint } from "./address.js";
 
@@ -17,17 +17,7 @@ export const REFUSAL_REASONS: readonly RefusalReason[] = [
 ];
 
 export function auditIdentity(id: PeerIdentity): AuditIdentity {
-  return {
-    subject: id.subject,
-    sans: [
-      ...id.dnsNames.map((v) => `dns:${v}`),
-      ...id.ips.map((v) => `ip:${v}`),
-      ...id.emails.map((v) => `email:${v}`),
-      ...id.uris.map((v) => `uri:${v}`),
-    ],
-    serial: id.serial,
-    fingerprint: id.fingerprint,
-  };
+  return summarizeIdentity(id);
 }
 
 /** "203.0.113.7:51234", "[::1]:4000", or "unix:<listening path>". */
