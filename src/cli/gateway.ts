@@ -23,8 +23,9 @@ import {
   startStatusServer,
 } from "../observe/index.js";
 import { type AllowFlags, rulesFromFlags } from "../policy/index.js";
-import { formatAddress, listenOptions, parseAddress } from "../tunnel/index.js";
+import { listenOptions, parseAddress } from "../tunnel/index.js";
 import { collect, note } from "./common.js";
+import { serveUntilSignal, statusSuffix } from "./run.js";
 import { exitSoon } from "./tunnel.js";
 
 interface GatewayOpts extends AllowFlags {
@@ -301,48 +302,13 @@ async function run(
         ready: () => built.ready(),
       });
     }
-    const a = status?.address;
-    const statusText =
-      a && typeof a === "object"
-        ? `; status on ${formatAddress({ kind: "tcp", host: a.address, port: a.port })}`
-        : a
-          ? `; status on unix:${a}`
-          : "";
-    note(`mtls: gateway ${describeGateway(built)}${statusText}`);
+    note(`mtls: gateway ${describeGateway(built)}${statusSuffix(status)}`);
     const shutdownMs = spec.shutdownTimeoutMs ?? 30_000;
-    await new Promise<void>((resolve) => {
-      let signals = 0;
-      const onHup = () => {
-        log.info("SIGHUP: reloading the TLS files");
-        built.reloadFiles().then(
-          (changed) => log.info({ changed }, changed ? "TLS files reloaded" : "TLS files unchanged"),
-          (err: Error) => log.warn({ err: err.message }, "reload failed"),
-        );
-      };
-      const onStop = (signal: NodeJS.Signals) => {
-        signals++;
-        if (signals > 1) {
-          log.warn({ signal }, "second signal: closing every connection now");
-          void built.gateway.stop(0);
-          return;
-        }
-        log.info({ signal, deadlineMs: shutdownMs }, "shutting down");
-        built.gateway.stop(shutdownMs).then(
-          () => {
-            process.off("SIGHUP", onHup);
-            process.off("SIGTERM", onStop);
-            process.off("SIGINT", onStop);
-            resolve();
-          },
-          (err: Error) => {
-            log.error({ err: err.message }, "stop failed");
-            resolve();
-          },
-        );
-      };
-      process.on("SIGHUP", onHup);
-      process.on("SIGTERM", onStop);
-      process.on("SIGINT", onStop);
+    await serveUntilSignal({
+      log,
+      reloadFiles: () => built.reloadFiles(),
+      stop: (ms) => built.gateway.stop(ms),
+      deadlineMs: shutdownMs,
     });
   } finally {
     await status?.close();

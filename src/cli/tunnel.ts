@@ -25,6 +25,7 @@ import {
   type TunnelSpec,
 } from "../tunnel/index.js";
 import { collect, note } from "./common.js";
+import { serveUntilSignal, statusSuffix } from "./run.js";
 
 /** The defaults of the flags (config/schema.ts explains them; mtls.yaml shares them). */
 export { TUNNEL_DEFAULTS };
@@ -380,49 +381,16 @@ async function run(
         ready: () => tunnel.ready(),
       });
     }
-    const statusAddr = status?.address;
-    const statusText =
-      statusAddr && typeof statusAddr === "object"
-        ? `; status on ${formatAddress({ kind: "tcp", host: statusAddr.address, port: statusAddr.port })}`
-        : statusAddr
-          ? `; status on unix:${statusAddr}`
-          : "";
-    note(`mtls: tunnel ${kind} listening on ${formatAddress(bound)} → ${formatAddress(target)}${statusText}`);
+    note(
+      `mtls: tunnel ${kind} listening on ${formatAddress(bound)} → ${formatAddress(target)}${statusSuffix(status)}`,
+    );
 
-    await new Promise<void>((resolve) => {
-      let signals = 0;
-      const onHup = () => {
-        log.info("SIGHUP: reloading the TLS files");
-        tunnel.reloadFiles().then(
-          (changed) => log.info({ changed }, changed ? "TLS files reloaded" : "TLS files unchanged"),
-          (err: Error) => log.warn({ err: err.message }, "reload failed"),
-        );
-      };
-      const onStop = (signal: NodeJS.Signals) => {
-        signals++;
-        if (signals > 1) {
-          log.warn({ signal }, "second signal: closing every connection now");
-          void tunnel.tunnel.stop(0);
-          return;
-        }
-        log.info({ signal, deadlineMs: s.shutdownTimeoutMs }, "shutting down");
-        tunnel.tunnel.stop(s.shutdownTimeoutMs).then(
-          (r) => {
-            log.info(r, "tunnel stopped");
-            process.off("SIGHUP", onHup);
-            process.off("SIGTERM", onStop);
-            process.off("SIGINT", onStop);
-            resolve();
-          },
-          (err: Error) => {
-            log.error({ err: err.message }, "stop failed");
-            resolve();
-          },
-        );
-      };
-      process.on("SIGHUP", onHup);
-      process.on("SIGTERM", onStop);
-      process.on("SIGINT", onStop);
+    await serveUntilSignal({
+      log,
+      reloadFiles: () => tunnel.reloadFiles(),
+      stop: (ms) => tunnel.tunnel.stop(ms),
+      deadlineMs: s.shutdownTimeoutMs,
+      onStopped: (r) => log.info(r as object, "tunnel stopped"),
     });
   } finally {
     await status?.close();

@@ -25,6 +25,7 @@ import {
 } from "../tunnel/index.js";
 import { note, out } from "./common.js";
 import { describeGateway, gatewaySpecsFromConfig } from "./gateway.js";
+import { formatStatus } from "./run.js";
 import { exitSoon } from "./tunnel.js";
 
 interface UpOpts {
@@ -123,11 +124,6 @@ async function checkConfig(file: string): Promise<void> {
       : []),
   ];
   out(`${config.source}: ok (${parts.join("; ")})`);
-}
-
-function formatStatus(status: StatusServer): string {
-  const a = status.address;
-  return typeof a === "object" ? formatAddress({ kind: "tcp", host: a.address, port: a.port }) : `unix:${a}`;
 }
 
 /**
