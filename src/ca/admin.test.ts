@@ -1,72 +1,22 @@
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
-import { type StatePaths, statePaths } from "../config/state.js";
-import { isMtlsError } from "../errors.js";
+import { describe, test } from "node:test";
+import { TEST_ACTOR as ACTOR, caFixtures, rejectsCode, T0 } from "../../test/fixtures/ca.js";
+import { statePaths } from "../config/state.js";
 import { parseCertificate, parseCertificates } from "../pki/certinfo.js";
 import { privateKeyFromPem, spkiOf } from "../pki/keys.js";
 import { parsePkcs12 } from "../pki/pkcs12.js";
 import { adminNames, ensureAdmin, isAdmin } from "./admin.js";
 import type { CertificateAuthority } from "./authority.js";
-import { type InitOptions, initCa } from "./init.js";
-import { openCa } from "./open.js";
+import { initCa } from "./init.js";
 import { getCaSetting, setAdmins, setPublicUrl } from "./settings.js";
 
 const DAY = 86_400_000;
-const T0 = new Date("2030-01-01T00:00:00Z");
-const ACTOR = "cli:test";
 
-const root = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "mtls-admin-"));
-const opened: CertificateAuthority[] = [];
-after(async () => {
-  for (const ca of opened) await ca.store.close().catch(() => undefined);
-  rmSync(root, { recursive: true, force: true });
-});
-
-interface Fixture {
-  paths: StatePaths;
-  ca: CertificateAuthority;
-  clock: { now: Date };
-}
-
-const templates = new Map<string, string>();
-let fixtures = 0;
-async function freshCa(init: Partial<InitOptions> = {}): Promise<Fixture> {
-  const key = JSON.stringify(init);
-  let template = templates.get(key);
-  if (!template) {
-    template = join(root, `template-${templates.size}`);
-    await initCa({
-      paths: statePaths(template),
-      name: "Acme",
-      passphrase: "test",
-      actor: ACTOR,
-      clock: () => T0,
-      ...init,
-    });
-    templates.set(key, template);
-  }
-  const paths = statePaths(join(root, `ca-${++fixtures}`));
-  cpSync(template, paths.dir, { recursive: true });
-  const clock = { now: T0 };
-  return { paths, clock, ca: await reopen(paths, clock) };
-}
-
-async function reopen(paths: StatePaths, clock: { now: Date }): Promise<CertificateAuthority> {
-  const ca = await openCa(paths, { env: { MTLS_PASSPHRASE: "test" }, clock: () => clock.now });
-  opened.push(ca);
-  return ca;
-}
+const { root, freshCa, reopen } = caFixtures("admin");
 
 const modeOf = (path: string) => statSync(path).mode & 0o777;
-const rejectsCode = (p: Promise<unknown>, code: string) =>
-  assert.rejects(p, (err) => {
-    assert.ok(isMtlsError(err), String(err));
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
 const validNamed = async (ca: CertificateAuthority, name: string) =>
   ca.store.findCertificates({ name, status: "valid" });
 

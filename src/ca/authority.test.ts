@@ -1,21 +1,18 @@
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
 import {
-  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
-  rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
+import { TEST_ACTOR as ACTOR, caFixtures, rejectsCode, T0 } from "../../test/fixtures/ca.js";
 import { type StatePaths, statePaths } from "../config/state.js";
-import { isMtlsError } from "../errors.js";
 import { type CertInfo, parseCertificates } from "../pki/certinfo.js";
 import { type CrlInfo, parseCrls } from "../pki/crl.js";
 import { pkcs8Of, privateKeyFromPem, spkiOf } from "../pki/keys.js";
@@ -29,23 +26,14 @@ import {
   ROOT_CRL_VALIDITY_MS,
 } from "./authority.js";
 import { issueToFiles, recoverPending } from "./deliver.js";
-import { type InitOptions, initCa } from "./init.js";
+import type { InitOptions } from "./init.js";
 import { openCa } from "./open.js";
 
 const DAY = 86_400_000;
 const YEAR = 365 * DAY;
-const T0 = new Date("2030-01-01T00:00:00Z");
-const ACTOR = "cli:test";
 const DNS: San[] = [{ type: "dns", value: "web.acme.test" }];
 
-// tmpfs when there is one: fsync (SQLite synchronous=FULL, atomic file writes) is a no-op there, which keeps
-// this suite fast; durability itself is not what these tests check.
-const root = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "mtls-authority-"));
-const opened: CertificateAuthority[] = [];
-after(async () => {
-  for (const ca of opened) await ca.store.close().catch(() => undefined);
-  rmSync(root, { recursive: true, force: true });
-});
+const { root, freshCa: freshState, reopen, track } = caFixtures("authority");
 
 interface Fixture {
   paths: StatePaths;
@@ -55,38 +43,11 @@ interface Fixture {
   out: string;
 }
 
-let fixtures = 0;
-/** One `initCa` per distinct set of options; each test gets its own copy of that state directory. */
-const templates = new Map<string, string>();
 async function freshCa(init: Partial<InitOptions> = {}): Promise<Fixture> {
-  const options = JSON.stringify(init);
-  let template = templates.get(options);
-  if (!template) {
-    template = join(root, `template-${templates.size}`);
-    await initCa({
-      paths: statePaths(template),
-      name: "Acme",
-      passphrase: "test",
-      actor: ACTOR,
-      clock: () => T0,
-      ...init,
-    });
-    templates.set(options, template);
-  }
-  const dir = join(root, `ca-${++fixtures}`);
-  const paths = statePaths(join(dir, "state"));
-  cpSync(template, paths.dir, { recursive: true });
-  const out = join(dir, "out");
+  const f = await freshState(init, { stateIn: "subdir" });
+  const out = join(f.dir, "out");
   mkdirSync(out, { recursive: true });
-  const clock = { now: T0 };
-  const ca = await reopen(paths, clock);
-  return { paths, ca, clock, out };
-}
-
-async function reopen(paths: StatePaths, clock: { now: Date }): Promise<CertificateAuthority> {
-  const ca = await openCa(paths, { env: { MTLS_PASSPHRASE: "test" }, clock: () => clock.now });
-  opened.push(ca);
-  return ca;
+  return { ...f, out };
 }
 
 const at = (days: number) => new Date(T0.getTime() + days * DAY);
@@ -95,12 +56,6 @@ const issueServer = (ca: CertificateAuthority, name = "web", extra: { ttlMs?: nu
 
 const bundle = (f: Fixture): CrlInfo[] => parseCrls(readFileSync(f.paths.crl, "utf8"));
 const lastAudit = async (ca: CertificateAuthority) => (await ca.store.listAudit()).at(-1);
-const rejectsCode = (p: Promise<unknown>, code: string) =>
-  assert.rejects(p, (err) => {
-    assert.ok(isMtlsError(err), String(err));
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
 
 describe("CertificateAuthority.issue", () => {
   test("writes a valid row and a cert.issue audit event; the certificate verifies against the root", async () => {
@@ -351,8 +306,7 @@ describe("root CRL", () => {
   });
 
   test("with the root key offline: stored CRL used while current, E_KEY_OFFLINE once expired, renewed with --root-key", async () => {
-    const keyDir = join(root, `offline-${fixtures}`);
-    mkdirSync(keyDir);
+    const keyDir = mkdtempSync(join(root, "offline-"));
     const rootKeyOut = join(keyDir, "root.key");
     const f = await freshCa({ rootKeyOut });
     assert.ok(!existsSync(f.paths.rootKey));
@@ -592,7 +546,7 @@ describe("openCa", () => {
   test("a wrong passphrase is only needed (and refused) when a key is used", async () => {
     const f = await freshCa();
     const ca = await openCa(f.paths, { env: { MTLS_PASSPHRASE: "wrong" }, clock: () => f.clock.now });
-    opened.push(ca);
+    track(ca);
     assert.equal(ca.root.serial, f.ca.root.serial);
     await rejectsCode(issueServer(ca), "E_PASSPHRASE");
   });

@@ -1,68 +1,20 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
-import { statePaths } from "../config/state.js";
-import { isMtlsError } from "../errors.js";
+import { describe, test } from "node:test";
+import { TEST_ACTOR as ACTOR, caFixtures, rejectsCode, T0 } from "../../test/fixtures/ca.js";
 import { privateKeyFromPem, spkiOf } from "../pki/keys.js";
 import { formatSan } from "../pki/names.js";
 import { verifyChain } from "../pki/verify.js";
-import type { CertificateAuthority, IssueRequest } from "./authority.js";
-import { type InitOptions, initCa } from "./init.js";
-import { openCa } from "./open.js";
+import type { IssueRequest } from "./authority.js";
 import { renew, subjectAttributes } from "./renew.js";
 
 const DAY = 86_400_000;
-const T0 = new Date("2030-01-01T00:00:00Z");
-const ACTOR = "cli:test";
 
-const root = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "mtls-renew-"));
-const opened: CertificateAuthority[] = [];
-after(async () => {
-  for (const ca of opened) await ca.store.close().catch(() => undefined);
-  rmSync(root, { recursive: true, force: true });
-});
-
-interface Fixture {
-  ca: CertificateAuthority;
-  clock: { now: Date };
-}
-
-const templates = new Map<string, string>();
-let fixtures = 0;
-async function freshCa(init: Partial<InitOptions> = {}): Promise<Fixture> {
-  const key = JSON.stringify(init);
-  let template = templates.get(key);
-  if (!template) {
-    template = join(root, `template-${templates.size}`);
-    await initCa({
-      paths: statePaths(template),
-      name: "Acme",
-      passphrase: "test",
-      actor: ACTOR,
-      clock: () => T0,
-      admin: false,
-      ...init,
-    });
-    templates.set(key, template);
-  }
-  const paths = statePaths(join(root, `ca-${++fixtures}`));
-  cpSync(template, paths.dir, { recursive: true });
-  const clock = { now: T0 };
-  const ca = await openCa(paths, { env: { MTLS_PASSPHRASE: "test" }, clock: () => clock.now });
-  opened.push(ca);
-  return { ca, clock };
-}
+const { root, freshCa } = caFixtures("renew", { admin: false });
 
 const at = (days: number) => new Date(T0.getTime() + days * DAY);
-const rejectsCode = (p: Promise<unknown>, code: string) =>
-  assert.rejects(p, (err) => {
-    assert.ok(isMtlsError(err), String(err));
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
 
 const ALICE: IssueRequest = {
   profile: "client",

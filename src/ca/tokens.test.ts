@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
-import { statePaths } from "../config/state.js";
+import { describe, test } from "node:test";
+import { TEST_ACTOR as ACTOR, caFixtures, rejectsCode, T0 } from "../../test/fixtures/ca.js";
 import { isMtlsError } from "../errors.js";
 import { parseCertificates } from "../pki/certinfo.js";
 import { privateKeyFromPem, spkiOf } from "../pki/keys.js";
@@ -13,48 +12,12 @@ import { pemDecodeAll, pemEncode } from "../pki/pem.js";
 import { verifyChain } from "../pki/verify.js";
 import type { StoreTx } from "../store/index.js";
 import type { CertificateAuthority } from "./authority.js";
-import { initCa } from "./init.js";
-import { openCa } from "./open.js";
 import { createToken, enroll, type TokenGrant, tokenIdOf, tokenStatus } from "./tokens.js";
 
 const DAY = 86_400_000;
 const MINUTE = 60_000;
-const T0 = new Date("2030-01-01T00:00:00Z");
-const ACTOR = "cli:test";
 
-const root = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "mtls-tokens-"));
-const opened: CertificateAuthority[] = [];
-after(async () => {
-  for (const ca of opened) await ca.store.close().catch(() => undefined);
-  rmSync(root, { recursive: true, force: true });
-});
-
-interface Fixture {
-  ca: CertificateAuthority;
-  clock: { now: Date };
-}
-
-let template: string | undefined;
-let fixtures = 0;
-/** A CA of its own per test (a copy of one initCa), with a clock the test moves. */
-async function freshCa(): Promise<Fixture> {
-  if (!template) {
-    template = join(root, "template");
-    await initCa({
-      paths: statePaths(template),
-      name: "Acme",
-      passphrase: "test",
-      actor: ACTOR,
-      clock: () => T0,
-    });
-  }
-  const paths = statePaths(join(root, `ca-${++fixtures}`));
-  cpSync(template, paths.dir, { recursive: true });
-  const clock = { now: T0 };
-  const ca = await openCa(paths, { env: { MTLS_PASSPHRASE: "test" }, clock: () => clock.now });
-  opened.push(ca);
-  return { ca, clock };
-}
+const { root, freshCa } = caFixtures("tokens");
 
 let csrs = 0;
 /** An openssl-made CSR (PEM) with a fresh key; returns the key's SPKI too. */
@@ -85,13 +48,6 @@ function makeCsr(opts: { subj?: string; sans?: string; newkey?: string[] } = {})
     spki: spkiOf(privateKeyFromPem(readFileSync(`${base}.key`, "utf8"))),
   };
 }
-
-const rejectsCode = (p: Promise<unknown>, code: string) =>
-  assert.rejects(p, (err) => {
-    assert.ok(isMtlsError(err), String(err));
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
 
 const WEB: TokenGrant = {
   name: "web",
