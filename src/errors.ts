@@ -34,6 +34,15 @@ export const ERROR_CODES = {
   E_TOO_LARGE: "the request body is larger than allowed",
   E_UNAVAILABLE: "the CA service or another peer could not be reached or did not answer in time",
   E_HTTP: "the CA service answered with an error",
+  E_NO_ACCESS_TOKEN: "no bearer access token was presented where a route requires one",
+  E_BAD_ACCESS_TOKEN: "the access token is malformed, expired, badly signed or not for this service",
+  E_ACCESS_TOKEN_BINDING:
+    "the access token is bound to another client certificate than the one presented (RFC 8705)",
+  E_PKCS11_MODULE: "the PKCS#11 module could not be loaded or initialized",
+  E_PKCS11_TOKEN: "no PKCS#11 token matches the URI, or the token failed",
+  E_PKCS11_PIN: "wrong or missing PKCS#11 PIN",
+  E_PKCS11_LOCKED: "the PKCS#11 token's user PIN is locked (too many wrong PINs)",
+  E_PKCS11_KEY: "no key matches the PKCS#11 URI, or it is of the wrong type",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -12,11 +12,17 @@ export * from "./pki/index.js";
 export {
   type AuditEvent,
   type AuditEventInput,
+  backupStore,
   type CertificateFilter,
   type CertificateRecord,
   type CertificateStatus,
+  copyStore,
   type EnrollmentTokenRecord,
+  openPostgresStore,
   openSqliteStore,
+  openStore,
+  type PostgresStoreOptions,
+  restoreStore,
   type Store,
   type StoreTx,
 } from "./store/index.js";

@@ -4,14 +4,14 @@ import { existsSync } from "node:fs";
 import { readFileOrThrow, writeFileAtomic } from "../config/files.js";
 import type { StatePaths } from "../config/state.js";
 import { MtlsError } from "../errors.js";
-import { loadSoftwareSigner, saveEncryptedKey } from "../keys/index.js";
+import { loadSoftwareSigner, openPkcs11Signer, requirePin, saveEncryptedKey } from "../keys/index.js";
 import { buildCertificate, randomSerial } from "../pki/certificate.js";
 import { type CertInfo, certToPem, parseCertificate, parseCertificates, sha256Hex } from "../pki/certinfo.js";
 import { buildCrl, type CrlEntry, type CrlInfo, crlToPem, parseCrls, type ReasonName } from "../pki/crl.js";
 import { generateKeyPair, type KeyType, keyTypeOf, publicKeyFromSpki, spkiOf } from "../pki/keys.js";
 import { buildName, formatName, formatSan, type San } from "../pki/names.js";
 import type { Signer } from "../pki/signer.js";
-import type { CertificateRecord, Store, StoreTx } from "../store/index.js";
+import { type CertificateRecord, isDuplicateSerial, type Store, type StoreTx } from "../store/index.js";
 import {
   DEFAULT_TTL_MS,
   type LeafProfile,
@@ -93,8 +93,13 @@ export const BACKDATE_MS = 60_000;
 export class CertificateAuthority {
   private signer: Signer | undefined;
   private rootSigner: Signer | undefined;
+  /** Set when the intermediate's key lives in a PKCS#11 token (settings ca.keyUri, ca.pkcs11Module). */
+  private tokenKey: { module: string; uri: string } | undefined;
+  private pin: () => string = () => requirePin({});
   /** "revoked" after revoke() commits, "crlPublished" after it published the new CRLs. */
   readonly events = new EventEmitter<CaEvents>();
+  /** Where issue() gets serials (126 random bits); replaceable so tests can force a collision. */
+  newSerial: () => string = randomSerial;
   /** Keys kept at rest beside the CA's own (the OCSP responder's), encrypted with the CA passphrase. */
   readonly keysAtRest = {
     load: (path: string): Signer => loadSoftwareSigner(path, this.passphrase()),
@@ -114,7 +119,7 @@ export class CertificateAuthority {
   static async open(
     paths: StatePaths,
     store: Store,
-    opts: { passphrase: () => string; clock?: Clock },
+    opts: { passphrase: () => string; clock?: Clock; pin?: () => string },
   ): Promise<CertificateAuthority> {
     const [root] = parseCertificates(readFileOrThrow(paths.rootCert, "root certificate"));
     const [intermediate] = parseCertificates(
@@ -124,7 +129,7 @@ export class CertificateAuthority {
       throw new MtlsError("E_NO_CA", `the CA certificates in ${paths.dir} are missing`);
     const name = (await store.getSetting("ca.name")) ?? root.subject;
     const publicUrl = await store.getSetting("ca.publicUrl");
-    return new CertificateAuthority(
+    const ca = new CertificateAuthority(
       paths,
       store,
       root,
@@ -133,12 +138,33 @@ export class CertificateAuthority {
       opts.passphrase,
       opts.clock,
     );
+    const keyUri = await store.getSetting("ca.keyUri");
+    const module = await store.getSetting("ca.pkcs11Module");
+    if (keyUri && module) ca.tokenKey = { module, uri: keyUri };
+    if (opts.pin) ca.pin = opts.pin;
+    return ca;
   }
 
-  /** The intermediate's signer; decrypting it needs the passphrase (E_PASSPHRASE when wrong). */
+  /**
+   * The intermediate's signer: decrypted from its file (E_PASSPHRASE when the passphrase is wrong),
+   * or opened in its PKCS#11 token with the PIN (E_PKCS11_* errors).
+   */
   intermediateSigner(): Signer {
-    this.signer ??= loadSoftwareSigner(this.paths.intermediateKey, this.passphrase());
+    this.signer ??= this.tokenKey
+      ? this.tokenSigner(this.tokenKey)
+      : loadSoftwareSigner(this.paths.intermediateKey, this.passphrase());
     return this.signer;
+  }
+
+  private tokenSigner(key: { module: string; uri: string }): Signer {
+    const signer = openPkcs11Signer({ ...key, pin: this.pin() });
+    if (!Buffer.from(signer.spki).equals(Buffer.from(this.intermediate.spki))) {
+      throw new MtlsError(
+        "E_PKCS11_KEY",
+        `the key ${key.uri} in the token is not the intermediate certificate's key`,
+      );
+    }
+    return signer;
   }
 
   /** The root's signer, from the state directory or an offline key file. */
@@ -156,7 +182,7 @@ export class CertificateAuthority {
     return certToPem(this.root.der);
   }
 
-  async issue(req: IssueRequest): Promise<Issued> {
+  async issue(req: IssueRequest, attempt = 1): Promise<Issued> {
     validateLeafName(req.name);
     const now = this.clock();
     const ttl = req.ttlMs ?? DEFAULT_TTL_MS[req.profile];
@@ -193,7 +219,7 @@ export class CertificateAuthority {
       organizationalUnit: req.organizationalUnit,
       commonName: req.commonName ?? req.name,
     };
-    const serial = randomSerial();
+    const serial = this.newSerial();
     const notBefore = new Date(now.getTime() - BACKDATE_MS);
     const der = await buildCertificate(
       {
@@ -230,11 +256,19 @@ export class CertificateAuthority {
       p12Path: req.pending?.p12Path ?? null,
       createdAt: now,
     };
-    await this.store.transaction(async (tx) => {
-      await tx.insertCertificate(record);
-      if (!req.pending) await tx.appendAudit(issueEvent(record, req.actor, now));
-      await req.withinTransaction?.(tx, record);
-    });
+    try {
+      await this.store.transaction(async (tx) => {
+        await tx.insertCertificate(record);
+        if (!req.pending) await tx.appendAudit(issueEvent(record, req.actor, now));
+        await req.withinTransaction?.(tx, record);
+      });
+    } catch (err) {
+      // The primary key refuses a serial already issued (by this node or another on one database):
+      // nothing was recorded, so sign again under a fresh serial. Random serials make this all but
+      // impossible; a third collision in a row means the serial source is broken.
+      if (isDuplicateSerial(err) && attempt < 3) return this.issue(req, attempt + 1);
+      throw err;
+    }
     let parsed: CertInfo | undefined;
     return {
       record,

@@ -115,16 +115,26 @@ export async function issueToFiles(
 }
 
 /**
+ * How old a pending delivery must be before a CA sharing its store with other nodes (PostgreSQL)
+ * repairs it: a delivery takes milliseconds, but the one still pending may be another node's, in
+ * progress, with its files on another machine.
+ */
+export const SHARED_STORE_PENDING_GRACE_MS = 10 * 60_000;
+
+/**
  * Finishes or undoes deliveries a crash interrupted. A pending certificate whose files are all in
  * place (the certificate file holds this very certificate, the key file its key) is confirmed;
  * otherwise the files it left are removed (only if they are its own) and the record is aborted.
+ * `startedBefore`: only deliveries that began before then (see SHARED_STORE_PENDING_GRACE_MS).
  */
 export async function recoverPending(
   ca: CertificateAuthority,
+  opts: { startedBefore?: Date } = {},
 ): Promise<{ confirmed: string[]; aborted: string[] }> {
   const confirmed: string[] = [];
   const aborted: string[] = [];
   for (const rec of await ca.store.findCertificates({ status: "pending" })) {
+    if (opts.startedBefore !== undefined && rec.createdAt >= opts.startedBefore) continue;
     const certOk = rec.certPath !== null && fileHoldsCert(rec.certPath, rec.fingerprint);
     const keyOk = rec.keyPath === null || (certOk && fileHoldsKeyOf(rec.keyPath, rec.pem));
     const p12Ok = rec.p12Path === null || writtenSince(rec.p12Path, rec.createdAt);

@@ -1,10 +1,10 @@
-import { randomBytes } from "node:crypto";
+import { type KeyObject, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { commitFile, stageFile } from "../config/files.js";
 import { hasCa, type StatePaths, statePaths } from "../config/state.js";
 import { MtlsError } from "../errors.js";
-import { saveEncryptedKey } from "../keys/index.js";
+import { openOrGeneratePkcs11Key, saveEncryptedKey } from "../keys/index.js";
 import { buildCertificate, randomSerial } from "../pki/certificate.js";
 import { type CertInfo, certToPem, parseCertificate } from "../pki/certinfo.js";
 import { buildCrl, crlToPem } from "../pki/crl.js";
@@ -12,7 +12,7 @@ import * as ext from "../pki/extensions.js";
 import { generateKeyPair, type KeyType } from "../pki/keys.js";
 import { buildName } from "../pki/names.js";
 import { keyObjectSigner } from "../pki/signer.js";
-import { openSqliteStore } from "../store/index.js";
+import { describePostgresUrl, openSqliteStore, openStore, type Store } from "../store/index.js";
 import { type AdminIdentity, ensureAdmin } from "./admin.js";
 import {
   BACKDATE_MS,
@@ -48,6 +48,13 @@ export interface InitOptions {
    * `false`: none (ensureAdmin() can add one later).
    */
   admin?: false | { name?: string; ttlMs?: number };
+  /**
+   * Keep the intermediate's key in a PKCS#11 token: the key the URI names is used, or generated there
+   * (sensitive, never extractable) when the token has none. No key file is written for it; the URI
+   * (without PIN) and the module are recorded in the CA's settings. `keyTypeExplicit`: refuse an
+   * existing key of another type than `keyType`.
+   */
+  caKey?: { module: string; uri: string; pin: string; keyTypeExplicit?: boolean };
   actor: string;
   clock?: Clock;
 }
@@ -55,6 +62,8 @@ export interface InitOptions {
 export interface InitResult {
   root: CertInfo;
   intermediate: CertInfo;
+  /** When the intermediate's key is in a token: its URI (no PIN) and whether init generated it. */
+  intermediateKey?: { uri: string; generated: boolean };
   /** Where an existing CA was moved, when --force replaced one. */
   backup?: string;
   /** Set when the passphrase was generated into this file. */
@@ -111,8 +120,9 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
   );
   const root = parseCertificate(rootDer);
 
-  const intKey = generateKeyPair(keyType).privateKey;
-  const intSigner = keyObjectSigner(intKey);
+  const tokenKey = opts.caKey ? openOrGeneratePkcs11Key({ ...opts.caKey, keyType }) : undefined;
+  const intKey = tokenKey ? undefined : generateKeyPair(keyType).privateKey;
+  const intSigner = tokenKey ?? keyObjectSigner(intKey as KeyObject);
   const intExtensions = [
     ext.basicConstraints(true, 0),
     ext.keyUsage(ext.KEY_USAGE.keyCertSign | ext.KEY_USAGE.cRLSign),
@@ -175,17 +185,24 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
     writeStaged(staged.intermediateCert, certToPem(intDer));
     writeStaged(staged.rootCrl, crlToPem(rootCrl));
     writeStaged(staged.crl, crlToPem(intCrl) + crlToPem(rootCrl));
-    saveEncryptedKey(staged.intermediateKey, intKey, passphrase);
+    if (intKey) saveEncryptedKey(staged.intermediateKey, intKey, passphrase);
     if (!opts.rootKeyOut) saveEncryptedKey(staged.rootKey, rootKey, passphrase);
     if (!opts.passphrase)
       commitFile(stageFile(staged.passphrase, `${passphrase}\n`, 0o600), staged.passphrase);
 
-    const store = await openSqliteStore(staged.database);
+    // PostgreSQL (--store): the records go straight into the shared database, which must hold no
+    // CA yet; with SQLite they go into the staged file, moved into place below.
+    const store =
+      paths.storeUrl !== undefined ? await openEmptyStore(paths) : await openSqliteStore(staged.database);
     try {
       await store.transaction(async (tx) => {
         await tx.setSetting("ca.name", opts.name);
         if (opts.publicUrl) await tx.setSetting("ca.publicUrl", opts.publicUrl);
         await tx.setSetting("ca.rootKeyOffline", opts.rootKeyOut ? "true" : "false");
+        if (tokenKey) {
+          await tx.setSetting("ca.keyUri", tokenKey.uri);
+          await tx.setSetting("ca.pkcs11Module", tokenKey.module);
+        }
         // CRL number 1 went into each of the first CRLs above.
         await tx.nextCounter(`crl:${root.serial}`);
         await tx.nextCounter(`crl:${intermediate.serial}`);
@@ -214,6 +231,15 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
               notAfter: intermediate.notAfter.toISOString(),
             },
             rootKeyOffline: Boolean(opts.rootKeyOut),
+            ...(tokenKey
+              ? {
+                  intermediateKey: {
+                    uri: tokenKey.uri,
+                    module: tokenKey.module,
+                    generated: tokenKey.generated,
+                  },
+                }
+              : {}),
             publicUrl: opts.publicUrl ?? null,
           },
         });
@@ -234,7 +260,7 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
     }
     renameSync(join(stagingDir, "ca"), oldCa);
     if (!opts.passphrase) renameSync(staged.passphrase, paths.passphrase);
-    renameSync(staged.database, paths.database);
+    if (paths.storeUrl === undefined) renameSync(staged.database, paths.database);
   } finally {
     rmSync(stagingDir, { recursive: true, force: true });
   }
@@ -243,6 +269,7 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
   return {
     root,
     intermediate,
+    ...(tokenKey ? { intermediateKey: { uri: tokenKey.uri, generated: tokenKey.generated } } : {}),
     ...(backup ? { backup } : {}),
     ...(opts.passphrase ? {} : { generatedPassphraseFile: paths.passphrase }),
     ...(admin ? { admin } : {}),
@@ -251,9 +278,13 @@ export async function initCa(opts: InitOptions): Promise<InitResult> {
 
 async function issueFirstAdmin(opts: InitOptions, passphrase: string, clock: Clock): Promise<AdminIdentity> {
   const adminOpts = opts.admin || {};
-  const store = await openSqliteStore(opts.paths.database);
+  const store = await openStore(opts.paths);
   try {
-    const ca = await CertificateAuthority.open(opts.paths, store, { passphrase: () => passphrase, clock });
+    const ca = await CertificateAuthority.open(opts.paths, store, {
+      passphrase: () => passphrase,
+      clock,
+      ...(opts.caKey ? { pin: () => opts.caKey?.pin as string } : {}),
+    });
     return await ensureAdmin(ca, {
       actor: opts.actor,
       ...(adminOpts.name ? { name: adminOpts.name } : {}),
@@ -268,6 +299,27 @@ async function issueFirstAdmin(opts: InitOptions, passphrase: string, clock: Clo
     );
   } finally {
     await store.close();
+  }
+}
+
+/**
+ * The PostgreSQL store of a new CA. It must be empty: one database (or schema) holds one CA, and
+ * --force cannot move a database aside the way it moves a SQLite file.
+ */
+async function openEmptyStore(paths: StatePaths): Promise<Store> {
+  const store = await openStore(paths);
+  try {
+    const [existing] = await store.findCertificates({ profile: "ca-intermediate" });
+    if (existing) {
+      throw new MtlsError(
+        "E_EXISTS",
+        `the store ${describePostgresUrl(paths.storeUrl ?? "")} already holds a CA (${existing.subject}); use another database or schema`,
+      );
+    }
+    return store;
+  } catch (err) {
+    await store.close();
+    throw err;
   }
 }
 

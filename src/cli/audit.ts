@@ -4,7 +4,7 @@ import type { Command } from "commander";
 import { tempPathFor } from "../config/files.js";
 import { requireCa } from "../config/state.js";
 import { MtlsError } from "../errors.js";
-import { openSqliteStore } from "../store/index.js";
+import { openStore } from "../store/index.js";
 import { addStateOption, isoDay, note, out, pathsFrom, type StateOpts, table } from "./common.js";
 
 interface ExportOpts extends StateOpts {
@@ -28,7 +28,7 @@ export function registerAudit(program: Command): void {
   verify.action(async (opts: StateOpts) => {
     const paths = pathsFrom(opts);
     requireCa(paths);
-    const store = await openSqliteStore(paths.database);
+    const store = await openStore(paths);
     try {
       const result = await store.verifyAudit();
       if (!result.ok) {
@@ -54,7 +54,7 @@ export function registerAudit(program: Command): void {
     const limit = opts.limit ? Number(opts.limit) : undefined;
     if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0))
       throw new MtlsError("E_USAGE", `invalid --limit "${opts.limit}"`);
-    const store = await openSqliteStore(paths.database);
+    const store = await openStore(paths);
     try {
       let events = [];
       for (let after = 0; ; ) {
@@ -97,7 +97,7 @@ export function registerAudit(program: Command): void {
     const target = opts.out ? resolve(opts.out) : undefined;
     if (target && existsSync(target) && !opts.force)
       throw new MtlsError("E_EXISTS", `${target} already exists (use --force to replace it)`);
-    const store = await openSqliteStore(paths.database);
+    const store = await openStore(paths);
     let verified: Awaited<ReturnType<typeof store.verifyAudit>>;
     let count = 0;
     try {

@@ -1,17 +1,23 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { readFileOrThrow } from "../config/files.js";
-import { resolveStateDir, type StatePaths, statePaths } from "../config/state.js";
+import { resolveStateDir, resolveStore, type StatePaths, statePaths } from "../config/state.js";
 import { MtlsError } from "../errors.js";
 
 /** Options every command accepts. */
 export interface StateOpts {
   state?: string;
+  store?: string;
   passphraseFile?: string;
 }
 
 export function addStateOption(cmd: Command): Command {
-  return cmd.option("--state <dir>", "state directory (default $MTLS_STATE or ./.mtls)");
+  return cmd
+    .option("--state <dir>", "state directory (default $MTLS_STATE or ./.mtls)")
+    .option(
+      "--store <url>",
+      "keep the CA's records in PostgreSQL, postgres://... (default $MTLS_STORE, else STATE/mtls.db)",
+    );
 }
 
 export function addPassphraseOption(cmd: Command): Command {
@@ -19,7 +25,7 @@ export function addPassphraseOption(cmd: Command): Command {
 }
 
 export function pathsFrom(opts: StateOpts): StatePaths {
-  return statePaths(resolveStateDir(opts.state));
+  return statePaths(resolveStateDir(opts.state), resolveStore(opts.store));
 }
 
 /** Collects a repeatable option into an array. */

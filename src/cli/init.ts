@@ -4,6 +4,7 @@ import { initCa } from "../ca/index.js";
 import { parseDuration } from "../config/duration.js";
 import { resolvePassphrase } from "../config/passphrase.js";
 import { hasCa } from "../config/state.js";
+import { formatPkcs11Uri, parsePkcs11Uri, requirePin, resolveModulePath } from "../keys/index.js";
 import { parseKeyType } from "../pki/keys.js";
 import {
   addPassphraseOption,
@@ -27,6 +28,9 @@ interface InitOpts extends StateOpts {
   /** false with --no-admin */
   admin: boolean;
   adminTtl?: string;
+  caKey?: string;
+  pkcs11Module?: string;
+  pinFile?: string;
 }
 
 export function registerInit(program: Command): void {
@@ -51,7 +55,13 @@ export function registerInit(program: Command): void {
     .option("--intermediate-ttl <duration>", "intermediate CA lifetime", "5y")
     .option("--admin-ttl <duration>", "lifetime of the admin client certificate (default 30d)")
     .option("--no-admin", "do not issue the admin client certificate into STATE/admin")
-    .option("--force", "replace an existing CA (the old one is moved to STATE/backup-*)");
+    .option("--force", "replace an existing CA (the old one is moved to STATE/backup-*)")
+    .option(
+      "--ca-key <pkcs11-uri>",
+      "keep the intermediate's key in a PKCS#11 token, e.g. 'pkcs11:token=mtls;object=intermediate' (used if present, else generated there)",
+    )
+    .option("--pkcs11-module <path>", "PKCS#11 module for --ca-key, e.g. /usr/lib/softhsm/libsofthsm2.so")
+    .option("--pin-file <file>", "the token's user PIN for --ca-key (else MTLS_PKCS11_PIN)");
   addStateOption(cmd);
   addPassphraseOption(cmd);
   cmd.action(async (opts: InitOpts) => {
@@ -60,6 +70,7 @@ export function registerInit(program: Command): void {
     const rootTtlMs = parseDuration(opts.rootTtl, "--root-ttl");
     const intermediateTtlMs = parseDuration(opts.intermediateTtl, "--intermediate-ttl");
     const adminTtlMs = opts.adminTtl ? parseDuration(opts.adminTtl, "--admin-ttl") : undefined;
+    const caKey = opts.caKey ? tokenKeyFrom(opts, cmd.getOptionValueSource("keyType") === "cli") : undefined;
     const replacing = hasCa(paths);
     let found = resolvePassphrase(opts.passphraseFile ? { file: opts.passphraseFile } : {}, paths.passphrase);
     // A passphrase file left by the CA being replaced is not reused: the new CA gets a new one.
@@ -76,6 +87,7 @@ export function registerInit(program: Command): void {
       admin: opts.admin === false ? false : adminTtlMs ? { ttlMs: adminTtlMs } : {},
       actor: cliActor(),
       ...(found ? { passphrase: found.passphrase } : {}),
+      ...(caKey ? { caKey } : {}),
     });
     if (result.backup) note(`mtls: the previous CA was moved to ${result.backup}`);
     if (result.generatedPassphraseFile) {
@@ -97,6 +109,11 @@ export function registerInit(program: Command): void {
         ? `  root key:     ${resolve(opts.rootKeyOut)} (offline; keep it safe)`
         : `  root key:     ${paths.rootKey}`,
     );
+    if (result.intermediateKey) {
+      out(
+        `  CA key:       ${result.intermediateKey.uri} (${result.intermediateKey.generated ? "generated in the token" : "existing key in the token"})`,
+      );
+    }
     out(`  trust anchor: ${paths.rootCert}`);
     const files = result.admin?.files;
     if (files) {
@@ -106,4 +123,12 @@ export function registerInit(program: Command): void {
       out(`                ${files.p12} (password in ${files.password})`);
     }
   });
+}
+
+/** The --ca-key URI (refused with a PIN in it), its module and PIN (from --pin-file or MTLS_PKCS11_PIN). */
+function tokenKeyFrom(opts: InitOpts, keyTypeExplicit: boolean) {
+  const uri = parsePkcs11Uri(opts.caKey as string);
+  const pin = requirePin(opts.pinFile ? { file: opts.pinFile } : {}, uri);
+  const module = resolveModulePath(opts.pkcs11Module, uri);
+  return { module, uri: formatPkcs11Uri(uri), pin, keyTypeExplicit };
 }

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { parseDuration } from "../config/duration.js";
 import { requireCa, type StatePaths } from "../config/state.js";
-import { type CertificateFilter, type CertificateRecord, openSqliteStore } from "../store/index.js";
+import { type CertificateFilter, type CertificateRecord, openStore } from "../store/index.js";
 import { addStateOption, isoDay, out, pathsFrom, type StateOpts, table } from "./common.js";
 
 export interface ListOpts extends StateOpts {
@@ -35,7 +35,7 @@ export async function listCertificates(paths: StatePaths, opts: ListOpts): Promi
   if (!opts.all) filter.profile = ["server", "client", "peer", "ocsp"];
   if (opts.expiring)
     filter.expiringBefore = new Date(now.getTime() + parseDuration(opts.expiring, "--expiring"));
-  const store = await openSqliteStore(paths.database);
+  const store = await openStore(paths);
   let rows: CertificateRecord[];
   try {
     rows = await store.findCertificates(filter);

@@ -29,6 +29,8 @@ const COMMANDS: Record<string, () => Promise<Register[]>> = {
   agent: async () => [(await import("./agent.js")).registerAgent],
   token: async () => [(await import("./token.js")).registerToken],
   ca: async () => [(await import("./ca.js")).registerCa],
+  store: async () => [(await import("./store.js")).registerStore],
+  hsm: async () => [(await import("./hsm.js")).registerHsm],
 };
 const VERSION = "0.1.0";
 

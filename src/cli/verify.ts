@@ -6,7 +6,7 @@ import { MtlsError } from "../errors.js";
 import { type CertInfo, parseCertificates } from "../pki/certinfo.js";
 import { type CrlInfo, parseCrls } from "../pki/crl.js";
 import { type Purpose, verifyChain } from "../pki/verify.js";
-import { openSqliteStore } from "../store/index.js";
+import { openStore } from "../store/index.js";
 import { addStateOption, collect, isoDay, out, pathsFrom, type StateOpts } from "./common.js";
 
 interface VerifyOpts extends StateOpts {
@@ -55,7 +55,7 @@ export function registerVerify(program: Command): void {
     });
     // The inventory knows of revocations even before a CRL is published.
     if (useState) {
-      const store = await openSqliteStore(paths.database);
+      const store = await openStore(paths);
       try {
         const rec = await store.getCertificate(leaf.serial);
         if (rec?.status === "revoked" && rec.fingerprint === leaf.fingerprint) {

@@ -5,7 +5,10 @@ import { MtlsError } from "../errors.js";
 /** Where everything of one CA lives. `--state DIR`, else MTLS_STATE, else ./.mtls. */
 export interface StatePaths {
   dir: string;
+  /** The SQLite database, STATE/mtls.db: the store unless `storeUrl` names another. */
   database: string;
+  /** The PostgreSQL URL `--store`/MTLS_STORE names; when set, the store is there and `database` unused. */
+  storeUrl?: string;
   passphrase: string;
   rootCert: string;
   rootKey: string;
@@ -23,11 +26,26 @@ export function resolveStateDir(flag?: string, env: NodeJS.ProcessEnv = process.
   return resolve(flag ?? env.MTLS_STATE ?? ".mtls");
 }
 
-export function statePaths(dir: string): StatePaths {
+/** Where the store is: `--store`, else MTLS_STORE (a `postgres://` URL); undefined means STATE/mtls.db. */
+export function resolveStore(flag?: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const value = flag ?? env.MTLS_STORE;
+  return value === undefined || value === "" ? undefined : value;
+}
+
+const POSTGRES_URL = /^postgres(ql)?:\/\//i;
+
+export function statePaths(dir: string, store: string | undefined = resolveStore()): StatePaths {
   const ca = join(dir, "ca");
+  if (store !== undefined && !POSTGRES_URL.test(store)) {
+    throw new MtlsError(
+      "E_USAGE",
+      "--store (or MTLS_STORE) takes a postgres:// URL; the SQLite database is STATE/mtls.db (choose the directory with --state)",
+    );
+  }
   return {
     dir,
     database: join(dir, "mtls.db"),
+    ...(store !== undefined ? { storeUrl: store } : {}),
     passphrase: join(dir, "passphrase"),
     rootCert: join(ca, "root.crt"),
     rootKey: join(ca, "root.key"),
@@ -51,7 +69,7 @@ export function ensureStateDirs(paths: StatePaths): void {
 }
 
 export function hasCa(paths: StatePaths): boolean {
-  return existsSync(paths.intermediateCert) && existsSync(paths.database);
+  return existsSync(paths.intermediateCert) && (paths.storeUrl !== undefined || existsSync(paths.database));
 }
 
 export function requireCa(paths: StatePaths): void {

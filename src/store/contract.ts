@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { sql } from "kysely";
 import { isMtlsError } from "../errors.js";
 import { computeAuditHash, GENESIS_HASH } from "./audit-chain.js";
+import { isDuplicateSerial } from "./conflict.js";
 import type { KyselyStore } from "./kysely-store.js";
 import type { CertificateRecord, EnrollmentTokenRecord, Store } from "./types.js";
 
@@ -259,6 +260,16 @@ export function storeContract(
           );
           await assert.rejects(store.insertCertificate({ ...rec, serial: "0b" }), isStoreError);
           assert.deepEqual(await store.findCertificates(), [rec]);
+          // A repeated serial is recognisable (the CA then signs again under a fresh one); a
+          // repeated fingerprint is not a serial conflict.
+          await assert.rejects(
+            store.transaction((tx) => tx.insertCertificate({ ...rec, fingerprint: "01" })),
+            (err) => isDuplicateSerial(err),
+          );
+          await assert.rejects(
+            store.insertCertificate({ ...rec, serial: "0c" }),
+            (err) => isStoreError(err) && !isDuplicateSerial(err),
+          );
         }),
       );
 

@@ -22,7 +22,7 @@ import type {
 export interface KyselyStoreOptions {
   /** Default "serializable" (SQLite ignores it: its transactions are always serializable). */
   isolationLevel?: IsolationLevel;
-  /** Runs first in every transaction, e.g. PostgreSQL's `LOCK TABLE` to queue writers (see appendAudit). */
+  /** Runs first in every transaction, e.g. the PostgreSQL store's advisory writer lock (see appendAudit). */
   onBegin?: (trx: Transaction<Database>) => Promise<void>;
   /** Events read per query by verifyAudit (default 1000). */
   auditPageSize?: number;
@@ -83,6 +83,38 @@ export class KyselyStore implements Store {
   /** The underlying Kysely instance, for dialect-specific tooling and tests (e.g. tampering with rows). */
   get kysely(): Kysely<Database> {
     return this.#db;
+  }
+
+  /**
+   * Runs `fn` on the tables themselves in one transaction, for bulk tools (backup, restore,
+   * migrate: transfer.ts). `snapshot: true` reads one consistent snapshot without holding up
+   * writers (REPEATABLE READ on PostgreSQL); otherwise the transaction begins like transaction()'s
+   * (on PostgreSQL after the writer lock), so no other transaction of any node interleaves.
+   */
+  async tablesTransaction<T>(
+    fn: (trx: Transaction<Database>) => Promise<T>,
+    opts: { snapshot?: boolean } = {},
+  ): Promise<T> {
+    this.#assertOutsideTransaction("tablesTransaction");
+    let thrownByFn: { error: unknown } | undefined;
+    try {
+      return await this.#db
+        .transaction()
+        .setIsolationLevel(opts.snapshot ? "repeatable read" : this.#isolationLevel)
+        .execute(async (trx) => {
+          if (!opts.snapshot) await this.#onBegin?.(trx);
+          try {
+            return await fn(trx);
+          } catch (error) {
+            thrownByFn = { error };
+            throw error;
+          }
+        });
+    } catch (err) {
+      if (thrownByFn !== undefined && err === thrownByFn.error) throw err;
+      if (err instanceof MtlsError) throw err;
+      throw storeError("transaction failed", err);
+    }
   }
 
   async transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {

@@ -151,11 +151,10 @@ export class KyselyStoreTx implements StoreTx {
    * transaction; on SQLite that transaction began with BEGIN IMMEDIATE, so it already holds the
    * write lock and appends from any process queue up. Whatever the dialect, `seq` is the primary
    * key, so two appends that read the same last event cannot both commit: the chain never forks.
-   * PostgreSQL: a SERIALIZABLE snapshot is frozen at the transaction's first SELECT or write, and
-   * a lock taken later does not refresh it, so concurrent appends would fail on the key (or with
-   * 40001) instead of waiting. Its store should therefore open each transaction with
-   * `LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE` (LOCK takes no snapshot): writers then
-   * queue, as BEGIN IMMEDIATE makes them do on SQLite.
+   * PostgreSQL (postgres.ts): each transaction begins by taking an advisory writer lock and runs
+   * at READ COMMITTED, so the last event is read after every earlier append committed and writers
+   * of all nodes queue, as BEGIN IMMEDIATE makes them do on SQLite. (Under SERIALIZABLE the
+   * snapshot would be frozen before the lock and concurrent appends would fail instead of waiting.)
    */
   appendAudit(input: AuditEventInput): Promise<AuditEvent> {
     return guard("could not append to the audit log", async () => {
@@ -253,8 +252,8 @@ export class KyselyStoreTx implements StoreTx {
   /**
    * One conditional UPDATE: of two racing calls only one changes the row. On SQLite the second
    * transaction waits for the first (BEGIN IMMEDIATE) and then sees used_at set; on PostgreSQL
-   * under READ COMMITTED it re-checks the WHERE after the first commits, under SERIALIZABLE it fails
-   * with a serialization error (E_STORE). Neither lets both win.
+   * (READ COMMITTED) the second UPDATE waits for the first's row lock and re-checks the WHERE once
+   * it commits, inside or outside a transaction. Neither lets both win.
    */
   markTokenUsed(id: string, at: Date, serial: string): Promise<boolean> {
     return guard(`could not mark token ${id} used`, async () => {

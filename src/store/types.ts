@@ -159,7 +159,10 @@ export interface StoreTx {
 }
 
 export interface Store extends StoreTx {
-  /** Runs `fn` in one serializable transaction; rolls back if it throws. */
+  /**
+   * Runs `fn` in one serializable transaction; rolls back if it throws. Both stores run the
+   * transactions of all processes (all nodes, on PostgreSQL) one at a time.
+   */
   transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEvent[]>;
   verifyAudit(): Promise<AuditVerification>;

@@ -16,14 +16,14 @@ export async function tlsFilesFromState(
   opts: { clock?: () => Date } = {},
 ): Promise<TlsFiles> {
   const paths = statePaths(stateDir);
-  if (!existsSync(paths.database)) {
+  if (paths.storeUrl === undefined && !existsSync(paths.database)) {
     throw new MtlsError("E_NO_CA", `no CA in ${stateDir} (run \`mtls init\` or pass --state)`);
   }
   if (!existsSync(paths.rootCert)) {
     throw new MtlsError("E_NOT_FOUND", `the CA's root certificate is missing: ${paths.rootCert}`);
   }
-  const { openSqliteStore } = await import("../store/index.js");
-  const store = await openSqliteStore(paths.database);
+  const { openStore } = await import("../store/index.js");
+  const store = await openStore(paths);
   let records: CertificateRecord[];
   try {
     records = await store.findCertificates({ name, profile: ["server", "client", "peer"] });

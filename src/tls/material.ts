@@ -6,6 +6,7 @@ import { basename, dirname, resolve } from "node:path";
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { ioError } from "../config/files.js";
 import { isMtlsError, MtlsError } from "../errors.js";
+import { engineFailure, isPkcs11Uri, type TokenTlsKeyOptions, tokenTlsKey } from "../keys/index.js";
 import { type CertInfo, certToPem, parseCertificates } from "../pki/certinfo.js";
 import { spkiOf } from "../pki/keys.js";
 import { toBuffer } from "../pki/pem.js";
@@ -22,10 +23,32 @@ export interface LoadTlsOptions {
    * tickets between processes, ...). cert, key, ca and passphrase come from the files.
    */
   contextOptions?: Omit<SecureContextOptions, "cert" | "key" | "ca" | "passphrase" | "pfx">;
+  /**
+   * When `files.key` is a PKCS#11 URI (`pkcs11:token=...;object=...`): module, PIN and engine (else
+   * MTLS_PKCS11_MODULE, MTLS_PKCS11_PIN / MTLS_PKCS11_PIN_FILE, MTLS_PKCS11_ENGINE). See keys/pkcs11-tls.ts.
+   */
+  pkcs11?: TokenTlsKeyOptions;
 }
 
 /** Quiet time after the last file event before reloading: a renewal replaces several files. */
 const DEBOUNCE_MS = 100;
+
+/**
+ * The cipher suites offered: TLS 1.3's three (Node's order), and for TLS 1.2 only ECDHE with an
+ * AEAD (GCM, ChaCha20-Poly1305), so no CBC (SHA-1 or SHA-2 MAC), CCM-8, ARIA, static RSA or
+ * unauthenticated suite is ever accepted.
+ */
+export const DEFAULT_CIPHERS = [
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "TLS_AES_128_GCM_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
 
 interface Loaded {
   hash: string;
@@ -59,7 +82,8 @@ interface FileContents {
 async function readAll(files: TlsFiles): Promise<FileContents> {
   const [cert, key, ca] = await Promise.all([
     readOne(files.cert, "certificate file"),
-    readOne(files.key, "key file"),
+    // A key in a PKCS#11 token is named by its URI: nothing to read, the URI itself is the content.
+    isPkcs11Uri(files.key) ? Promise.resolve(Buffer.from(files.key)) : readOne(files.key, "key file"),
     readOne(files.ca, "CA file"),
   ]);
   const h = createHash("sha256");
@@ -124,8 +148,10 @@ async function build(
     throw about(files.ca, err);
   }
   const [certificate, ...chain] = certs as [CertInfo, ...CertInfo[]];
-  const key = parseKey(files, read.key, opts.passphrase);
-  if (!toBuffer(spkiOf(key)).equals(toBuffer(certificate.spki))) {
+  const tokenKey = isPkcs11Uri(files.key) ? tokenTlsKey(files.key, opts.pkcs11) : undefined;
+  const key = tokenKey ? undefined : parseKey(files, read.key, opts.passphrase);
+  const keySpki = tokenKey ? tokenKey.spki : spkiOf(key as KeyObject);
+  if (!toBuffer(keySpki).equals(toBuffer(certificate.spki))) {
     throw new MtlsError(
       "E_BAD_INPUT",
       `the key in ${files.key} does not match the certificate in ${files.cert} (${certificate.subject}, serial ${certificate.serial})`,
@@ -139,18 +165,23 @@ async function build(
   }
   const options: SecureContextOptions = {
     minVersion: "TLSv1.2",
+    ciphers: DEFAULT_CIPHERS,
     ...opts.contextOptions,
     ticketKeys: opts.ticketKeys,
     // Re-encoded from what was parsed: PEM even when a file held DER, and nothing but certificates.
     cert: certs.map((c) => certToPem(c.der)).join(""),
-    key: key.export({ type: "pkcs8", format: "pem" }) as string,
+    // A token key signs inside the token, through OpenSSL's pkcs11 engine; the PIN rides in the
+    // identifier, in memory only.
+    ...(tokenKey
+      ? { privateKeyEngine: tokenKey.engine, privateKeyIdentifier: tokenKey.identifier }
+      : { key: (key as KeyObject).export({ type: "pkcs8", format: "pem" }) as string }),
     ca: anchors.map((c) => certToPem(c.der)).join(""),
   };
   let context: SecureContext;
   try {
     context = createSecureContext(options);
   } catch (err) {
-    throw about(files.cert, err);
+    throw tokenKey ? engineFailure(err, tokenKey) : about(files.cert, err);
   }
   return { hash: read.hash, certificate, chain, anchors, options, context };
 }

@@ -54,7 +54,7 @@ export function mtls(
   opts: { cwd: string; env?: NodeJS.ProcessEnv; input?: string },
 ): Promise<RunResult> {
   const env = { ...process.env, ...opts.env };
-  for (const k of ["MTLS_STATE", "MTLS_PASSPHRASE"]) if (!opts.env?.[k]) delete env[k];
+  for (const k of ["MTLS_STATE", "MTLS_PASSPHRASE", "MTLS_STORE"]) if (!opts.env?.[k]) delete env[k];
   return run(process.execPath, [CLI, ...args], {
     cwd: opts.cwd,
     env,
