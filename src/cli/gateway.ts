@@ -27,6 +27,7 @@ import { listenOptions, parseAddress } from "../tunnel/index.js";
 import { collect, note } from "./common.js";
 import { serveUntilSignal, statusSuffix } from "./run.js";
 import { exitSoon } from "./tunnel.js";
+import { isWorkerProcess, parseWorkers, runWorkers } from "./workers.js";
 
 interface GatewayOpts extends AllowFlags {
   listen: string;
@@ -52,9 +53,14 @@ interface GatewayOpts extends AllowFlags {
   maxConnections: string;
   shutdownTimeout: string;
   unsafeUpstream?: boolean;
+  upstreamCa?: string;
+  upstreamCert?: string;
+  upstreamKey?: string;
+  upstreamIdentity?: string;
   http2: boolean;
   status?: string;
   logLevel: string;
+  workers: string;
 }
 
 export function registerGateway(program: Command): void {
@@ -66,7 +72,7 @@ export function registerGateway(program: Command): void {
     .requiredOption("--listen <address>", "where to accept HTTPS: host:port, [::1]:port, :port or unix:/path")
     .requiredOption(
       "--route <spec>",
-      "[HOST]/PATH=http://127.0.0.1:PORT[;mode=require|optional|none][;allow-uri=…][;methods=GET,HEAD] (repeatable; longest path wins)",
+      "[HOST]/PATH=http(s)://HOST:PORT[/BASE][;mode=require|optional|none][;allow-uri=…][;methods=GET,HEAD][;upstream-ca=FILE][;upstream-servername=NAME][;token=bound|bearer;jwks=FILE|URL;issuer=…;audience=…;algorithms=ES256,…;clock-tolerance=30s;jwks-reload=1h] (repeatable; longest path wins)",
       collect,
     )
     .option("--mode <mode>", "default mode of routes: require, optional or none", "require")
@@ -132,8 +138,26 @@ export function registerGateway(program: Command): void {
     .option("--shutdown-timeout <duration>", "on SIGTERM, how long requests in flight may finish", "30s")
     .option("--no-http2", "offer HTTP/1.1 only (no HTTP/2 by ALPN)")
     .option("--unsafe-upstream", "allow a plain-HTTP upstream that is not loopback")
+    .option(
+      "--upstream-ca <file>",
+      "https:// upstreams: CA certificate(s) their certificate must chain to (default: Node's CA store)",
+    )
+    .option(
+      "--upstream-cert <file>",
+      "https:// upstreams: client certificate to present (with --upstream-key)",
+    )
+    .option("--upstream-key <file>", "its private key (PEM)")
+    .option(
+      "--upstream-identity <name>",
+      "https:// upstreams: present this name's certificate from the local CA (--state)",
+    )
     .option("--status <address>", "serve /healthz, /readyz and /metrics here (e.g. 127.0.0.1:9090)")
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info")
+    .option(
+      "--workers <n>",
+      "processes serving the one listening socket: a number, or auto (one per CPU)",
+      "1",
+    )
     .action((opts: GatewayOpts) => runGateway(opts));
 }
 
@@ -171,7 +195,30 @@ export function gatewaySpecOf(opts: GatewayOpts): GatewaySpec {
   const rules = rulesFromFlags(opts);
   if (methods && rules.length === 0)
     throw new MtlsError("E_USAGE", "--allow-method goes with --allow-* rules");
-  const routes = opts.route.map((r) => parseRouteFlag(r, { mode, rules, ...(methods ? { methods } : {}) }));
+  if ((opts.upstreamCert === undefined) !== (opts.upstreamKey === undefined))
+    throw new MtlsError("E_USAGE", "give --upstream-cert and --upstream-key together");
+  if (opts.upstreamCert !== undefined && opts.upstreamIdentity !== undefined)
+    throw new MtlsError(
+      "E_USAGE",
+      "give either --upstream-cert/--upstream-key or --upstream-identity, not both",
+    );
+  const upstreamTls = {
+    ...(opts.upstreamCa !== undefined ? { ca: opts.upstreamCa } : {}),
+    ...(opts.upstreamCert !== undefined ? { cert: opts.upstreamCert } : {}),
+    ...(opts.upstreamKey !== undefined ? { key: opts.upstreamKey } : {}),
+    ...(opts.upstreamIdentity !== undefined
+      ? { identity: { state: resolveStateDir(opts.state), name: opts.upstreamIdentity } }
+      : {}),
+  };
+  const routes = opts.route.map((r) =>
+    parseRouteFlag(r, {
+      mode,
+      rules,
+      ...(methods ? { methods } : {}),
+      ...(Object.keys(upstreamTls).length ? { upstreamTls } : {}),
+      state: resolveStateDir(opts.state),
+    }),
+  );
   const direct = [opts.cert, opts.key, opts.ca].filter((v) => v !== undefined).length;
   let tls: GatewaySpec["tls"];
   if (opts.name !== undefined) {
@@ -240,6 +287,8 @@ function gatewaySpecOfConfig(g: GatewayConfig): GatewaySpec {
       upstream: r.upstream,
       mode: r.mode,
       rules: r.allow,
+      ...(r.upstreamTls ? { upstreamTls: r.upstreamTls } : {}),
+      ...(r.token ? { token: r.token } : {}),
     })),
     ...(g.crl.length ? { crl: g.crl } : {}),
     ...(g.ocsp ? { ocsp: true } : {}),
@@ -273,10 +322,40 @@ export function describeGateway(built: BuiltGateway): string {
 
 async function runGateway(opts: GatewayOpts): Promise<void> {
   const spec = gatewaySpecOf(opts);
+  const workers = parseWorkers(opts.workers);
   const status = opts.status
     ? parseAddress(opts.status, "--status", { allowPortZero: true, allowAnyHost: true })
     : undefined;
   const log = createLogger({ level: parseLogLevel(opts.logLevel), name: "mtls-gateway" });
+  if (workers > 1 || isWorkerProcess()) {
+    // Several processes on the one socket (src/cli/workers.ts); the primary serves --status.
+    await runWorkers({
+      workers,
+      log,
+      what: "gateway",
+      ...(status ? { statusListen: listenOptions(status) } : {}),
+      deadlineMs: spec.shutdownTimeoutMs ?? 30_000,
+      start: async (workerLog) => {
+        const built = await buildGateway(spec, { logger: workerLog, registry: defaultRegistry() });
+        try {
+          await built.start();
+        } catch (err) {
+          built.close();
+          throw err;
+        }
+        return {
+          describe: describeGateway(built),
+          ready: () => built.ready(),
+          reload: () => built.reloadFiles(),
+          stop: (ms) => built.gateway.stop(ms),
+          close: () => built.close(),
+        };
+      },
+      onListening: (describe, s) => note(`mtls: gateway ${describe}; ${workers} workers${statusSuffix(s)}`),
+    });
+    exitSoon();
+    return;
+  }
   const built = await buildGateway(spec, { logger: log, registry: defaultRegistry() });
   await run(built, spec, status ? listenOptions(status) : undefined, log);
   exitSoon();

@@ -262,11 +262,18 @@ function supervise(
       return rereadFiles();
     }
     const gatewayReport = await gateways.apply(next.gateways);
-    if (gatewayReport.started.length + gatewayReport.restarted.length + gatewayReport.stopped.length > 0) {
+    const gatewaysChanged =
+      gatewayReport.started.length +
+      gatewayReport.restarted.length +
+      gatewayReport.updated.length +
+      gatewayReport.stopped.length;
+    if (gatewaysChanged > 0) {
       log.info(
         {
           started: gatewayReport.started,
           restarted: gatewayReport.restarted,
+          // Changed in place: new requests see the new routes; listener and connections stay.
+          updated: gatewayReport.updated,
           stopped: gatewayReport.stopped,
           failed: gatewayReport.failed.map((f) => `${f.name}: ${f.error.message}`),
         },

@@ -596,6 +596,24 @@ export interface GatewayRouteConfig {
   upstream: string;
   mode: "require" | "optional" | "none";
   allow: GatewayRuleConfig[];
+  /** An access token the route requires (jwks: an absolute path, or a URL as written). */
+  token?: {
+    bind: "certificate" | "none";
+    jwks: string;
+    issuer?: string;
+    audience?: string;
+    algorithms?: string[];
+    clockToleranceMs?: number;
+    reloadIntervalMs?: number;
+  };
+  /** TLS to an https:// upstream (paths absolute; the gateway's upstream_* as defaults). */
+  upstreamTls?: {
+    ca?: string;
+    cert?: string;
+    key?: string;
+    identity?: { state: string; name: string };
+    serverName?: string;
+  };
 }
 
 /** One `gateways:` entry, checked, paths absolute (gateway/build.ts GatewaySpec is made from it). */
@@ -622,6 +640,46 @@ export interface GatewayConfig {
   reloadIntervalMs?: number;
   http2: boolean;
   unsafeUpstream: boolean;
+}
+
+/**
+ * A route's TLS to its https:// upstream: its own upstream_* keys, else the gateway's (a route's own
+ * client certificate, files or identity, replaces the gateway's as a whole). Undefined for http://.
+ */
+function gatewayUpstreamTls(
+  g: GatewayEntry,
+  r: GatewayEntry["routes"][number],
+  rpath: string,
+  topState: string,
+  file: (p: string) => string,
+  fail: Fail,
+): GatewayRouteConfig["upstreamTls"] {
+  const own = [r.upstream_ca, r.upstream_cert, r.upstream_key, r.upstream_identity, r.upstream_servername];
+  const https = /^https:/i.test(r.upstream);
+  if (!https) {
+    if (own.some((v) => v !== undefined)) fail(rpath, "the upstream_* keys go with an https:// upstream");
+    return undefined;
+  }
+  const ownClient =
+    r.upstream_cert !== undefined || r.upstream_key !== undefined || r.upstream_identity !== undefined;
+  const cert = ownClient ? r.upstream_cert : g.upstream_cert;
+  const key = ownClient ? r.upstream_key : g.upstream_key;
+  const identity = ownClient ? r.upstream_identity : g.upstream_identity;
+  const ca = r.upstream_ca ?? g.upstream_ca;
+  if ((cert === undefined) !== (key === undefined))
+    fail(rpath, "give upstream_cert and upstream_key together");
+  if (cert !== undefined && identity !== undefined) {
+    fail(rpath, "give either upstream_cert/upstream_key or upstream_identity, not both");
+  }
+  const state = g.state !== undefined ? file(g.state) : topState;
+  const out: NonNullable<GatewayRouteConfig["upstreamTls"]> = {
+    ...(ca !== undefined ? { ca: file(ca) } : {}),
+    ...(cert !== undefined ? { cert: file(cert) } : {}),
+    ...(key !== undefined ? { key: file(key) } : {}),
+    ...(identity !== undefined ? { identity: { state, name: identity } } : {}),
+    ...(r.upstream_servername !== undefined ? { serverName: r.upstream_servername } : {}),
+  };
+  return Object.keys(out).length ? out : undefined;
 }
 
 function gatewayOf(
@@ -655,6 +713,7 @@ function gatewayOf(
     if (mode === "require" && allow.length === 0) {
       fail(rpath, 'missing key "allow" (deny by default: no rules for this route, and none on the gateway)');
     }
+    const upstreamTls = gatewayUpstreamTls(g, r, rpath, topState, file, fail);
     return {
       path: rpath,
       ...(r.host !== undefined ? { host: r.host } : {}),
@@ -662,6 +721,20 @@ function gatewayOf(
       upstream: r.upstream,
       mode,
       allow,
+      ...(upstreamTls ? { upstreamTls } : {}),
+      ...(r.token
+        ? {
+            token: {
+              bind: r.token.bind,
+              jwks: /^[a-z][a-z0-9+.-]*:\/\//i.test(r.token.jwks) ? r.token.jwks : file(r.token.jwks),
+              ...(r.token.issuer !== undefined ? { issuer: r.token.issuer } : {}),
+              ...(r.token.audience !== undefined ? { audience: r.token.audience } : {}),
+              ...(r.token.algorithms ? { algorithms: r.token.algorithms } : {}),
+              ...(r.token.clock_tolerance !== undefined ? { clockToleranceMs: r.token.clock_tolerance } : {}),
+              ...(r.token.reload_interval ? { reloadIntervalMs: r.token.reload_interval } : {}),
+            },
+          }
+        : {}),
     };
   });
   if (g.ocsp_recheck !== undefined && !g.ocsp) fail(`${path}.ocsp_recheck`, 'goes with "ocsp: true"');

@@ -225,13 +225,38 @@ const gatewayMode = z.enum(["require", "optional", "none"], {
       : `must be require, optional or none, not ${describeValue(iss.input)}`,
 });
 
+/** TLS to https:// upstreams (docs/config.md): on a gateway, the default of its https routes. */
+const upstreamTlsShape = {
+  upstream_ca: text.optional(),
+  upstream_cert: text.optional(),
+  upstream_key: text.optional(),
+  upstream_identity: text.optional(),
+};
+
 /** One route of a gateway: host (optional) and path prefix to an upstream, with a mode and rules. */
+/** A gateway route's access token (docs/gateway.md, "Certificate-bound tokens (RFC 8705)"). */
+export const gatewayTokenSchema = z.strictObject({
+  bind: z.enum(["certificate", "none"], {
+    error: (iss) =>
+      iss.input === undefined ? undefined : `must be certificate or none, not ${describeValue(iss.input)}`,
+  }),
+  jwks: text,
+  issuer: text.optional(),
+  audience: text.optional(),
+  algorithms: stringList,
+  clock_tolerance: duration(true),
+  reload_interval: duration(true),
+});
+
 export const gatewayRouteSchema = z.strictObject({
   host: text.optional(),
   path: text,
   upstream: text,
   mode: gatewayMode.optional(),
   allow: gatewayRules.optional(),
+  token: gatewayTokenSchema.optional(),
+  ...upstreamTlsShape,
+  upstream_servername: text.optional(),
 });
 
 /** `gateways:` entries, run by `mtls up` next to the tunnels (docs/gateway.md, docs/config.md). */
@@ -265,6 +290,7 @@ export const gatewaySchema = z.strictObject({
   reload_interval: duration(true),
   http2: z.boolean().optional(),
   unsafe_upstream: z.boolean().optional(),
+  ...upstreamTlsShape,
 });
 
 /** Signals a reload action may send (`reload: { signal: HUP, pid_file: ... }`). */

@@ -14,11 +14,18 @@ import {
   type Http2Server,
   type Http2ServerRequest,
   type Http2ServerResponse,
+  constants as h2constants,
   type ServerHttp2Session,
 } from "node:http2";
-import { type AddressInfo, connect, type ListenOptions, type Socket } from "node:net";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { type AddressInfo, connect, isIP, type ListenOptions, type Socket } from "node:net";
 import { pipeline } from "node:stream";
-import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from "node:tls";
+import {
+  createServer as createTlsServer,
+  type TLSSocket,
+  type Server as TlsServer,
+  connect as tlsConnect,
+} from "node:tls";
 import { MtlsError } from "../errors.js";
 import {
   type AuditIdentity,
@@ -32,11 +39,19 @@ import type { CertInfo } from "../pki/certinfo.js";
 import { type PeerIdentity, summarizeIdentity } from "../policy/index.js";
 import type { RevocationChecker, TlsMaterial, VerifyPeer } from "../tls/index.js";
 import { verifyPeer as defaultVerifyPeer } from "../tls/index.js";
-import { ClientAuth } from "./client-auth.js";
+import { closeRouteTokens, type TokenClaims } from "./bound-token.js";
+import { ClientAuth, type InvalidVerdict } from "./client-auth.js";
 import { type IdentityHeaderFormat, identityHeaders, STRIPPED_HEADERS } from "./identity-headers.js";
 import { type GatewayMetrics, gatewayMetrics } from "./metrics.js";
 import { type GatewayRefusal, refusalAnswer, renderRefusal } from "./refusal.js";
-import { type GatewayRoute, hostOf, matchRoute, normalizeTarget, upstreamPath } from "./routes.js";
+import {
+  type GatewayRoute,
+  hostOf,
+  matchRoute,
+  normalizeTarget,
+  type UpstreamTlsOptions,
+  upstreamPath,
+} from "./routes.js";
 
 export interface GatewayLimits {
   /** Largest request body accepted, in bytes (0: no limit). Default 100 MiB. */
@@ -101,6 +116,11 @@ export interface RequestAuditFields {
   detail?: string;
   rule?: string;
   identity?: AuditIdentity;
+  /**
+   * The access token's sub, iss and jti (routes that require one; never the token itself; not named
+   * `token`, which the logger redacts).
+   */
+  tokenClaims?: TokenClaims;
   upstream?: string;
   bytesIn: number;
   bytesOut: number;
@@ -168,6 +188,7 @@ interface Admission {
   rule?: string;
   /** Optional routes: why no identity was sent although a certificate was presented. */
   note?: string;
+  token?: TokenClaims;
 }
 
 interface Refused {
@@ -175,6 +196,8 @@ interface Refused {
   reason: GatewayRefusal;
   detail: string;
   identity?: PeerIdentity;
+  /** A token whose signature verified but that is refused (expired, bound to another certificate). */
+  token?: TokenClaims;
 }
 
 /**
@@ -202,14 +225,18 @@ export class Gateway extends EventEmitter {
   private readonly auth: ClientAuth;
   private readonly agents = new Map<string, Agent>();
   private readonly limits: Required<Omit<GatewayLimits, "maxConnections" | "http2">>;
-  private readonly format: IdentityHeaderFormat;
+  private format: IdentityHeaderFormat;
   private routes: readonly GatewayRoute[];
   private bound: AddressInfo | string | undefined;
   private stopping = false;
   private inFlight = 0;
   private idleWaiters: (() => void)[] = [];
-  /** Upgraded (WebSocket) connections: no longer the HTTP server's, cut by stop(). */
-  private readonly upgraded = new Set<Socket>();
+  /** Upgraded (WebSocket) connections: no longer the HTTP server's, cut by stop() or `cut(reason, detail)`. */
+  private readonly upgraded = new Map<Socket, (reason: string, detail: string) => void>();
+  /** HTTP/2 sessions by their `socket` (the object requests' TLS connection is known by). */
+  private readonly sessionBySocket = new Map<object, ServerHttp2Session>();
+  /** Requests being proxied, by their TLS connection: their audit line says why a connection was cut. */
+  private readonly busy = new Map<object, Set<RequestAuditFields>>();
   private readonly unwatch: (() => void)[] = [];
   private readonly onReload = () => {
     this.server.setSecureContext(this.opts.material.contextOptions());
@@ -243,6 +270,8 @@ export class Gateway extends EventEmitter {
       material: opts.material,
       ...(opts.revocation ? { revocation: opts.revocation } : {}),
       clock: this.clock,
+      // Revocation data updated or the certificate expired: the connection is cut.
+      onInvalid: (tls, verdict) => this.cutConnection(tls, verdict),
     });
     const http2 = opts.http2 ?? true;
     this.server = createTlsServer({
@@ -283,7 +312,12 @@ export class Gateway extends EventEmitter {
       );
       this.h2.on("session", (session: ServerHttp2Session) => {
         this.sessions.add(session);
-        session.once("close", () => this.sessions.delete(session));
+        const key = session.socket;
+        this.sessionBySocket.set(key, session);
+        session.once("close", () => {
+          this.sessions.delete(session);
+          this.sessionBySocket.delete(key);
+        });
         session.on("error", () => undefined);
         if (this.stopping) session.close();
       });
@@ -313,6 +347,7 @@ export class Gateway extends EventEmitter {
     const labels = { gateway: this.name };
     this.metrics.inFlight.inc(labels, 0);
     for (const direction of ["in", "out"]) this.metrics.bytes.inc({ ...labels, direction }, 0);
+    for (const reason of ["revoked", "expired"]) this.metrics.connectionsCut.inc({ ...labels, reason }, 0);
     const expiry = tunnelMetrics(registry);
     const m = opts.material;
     this.unwatch.push(expiry.watchCertificate(this.name, "leaf", () => m.certificate.notAfter));
@@ -362,23 +397,112 @@ export class Gateway extends EventEmitter {
     return this.routes;
   }
 
-  /** Puts new routes in force for new requests. */
+  /**
+   * Puts new routes in force for new requests; requests in flight and open connections (keep-alive,
+   * HTTP/2, WebSocket) stay as they are. The connection pools of upstreams no route uses any more
+   * are closed (their connections in use finish their request first).
+   */
   updateRoutes(routes: GatewayRoute[]): void {
     if (routes.length === 0) throw new MtlsError("E_USAGE", "a gateway needs at least one route");
+    // Token verifiers of routes that are gone stop watching their JWKS files.
+    closeRouteTokens(this.routes, routes);
     this.routes = [...routes];
+    const inUse = new Set(routes.map(agentKey));
+    for (const [key, agent] of [...this.agents]) {
+      if (inUse.has(key)) continue;
+      this.agents.delete(key);
+      // Sockets in use are destroyed when their request ends instead of going back to the pool.
+      agent.maxFreeSockets = 0;
+      for (const list of Object.values(agent.freeSockets)) for (const s of list ?? []) s.destroy();
+    }
     this.log.info({ routes: routes.map((r) => r.name) }, "routes updated");
   }
 
-  /** For /readyz: listening, not stopping, and every upstream accepts connections. */
+  /**
+   * Changes what applies to new requests without touching the listener or open connections: the
+   * routes (rules, modes, upstreams) and the settings that are not the listener's (identity header
+   * format, enroll URL, body and timeout limits, connection limit). Listen address, TLS files,
+   * revocation sources, HTTP/2 and the handshake timeout need a new gateway (GatewayGroup restarts it).
+   */
+  reconfigure(
+    change: { routes: GatewayRoute[]; identityHeaders?: IdentityHeaderFormat; enrollUrl?: string } & Omit<
+      GatewayLimits,
+      "http2" | "handshakeTimeoutMs"
+    >,
+  ): void {
+    this.updateRoutes(change.routes);
+    this.format = change.identityHeaders ?? GATEWAY_DEFAULTS.identityHeaders;
+    if (change.enrollUrl !== undefined) this.opts.enrollUrl = change.enrollUrl;
+    else delete this.opts.enrollUrl;
+    const l = this.limits;
+    l.maxBodyBytes = change.maxBodyBytes ?? GATEWAY_DEFAULTS.maxBodyBytes;
+    l.upstreamTimeoutMs = change.upstreamTimeoutMs ?? GATEWAY_DEFAULTS.upstreamTimeoutMs;
+    l.requestTimeoutMs = change.requestTimeoutMs ?? GATEWAY_DEFAULTS.requestTimeoutMs;
+    l.headersTimeoutMs = change.headersTimeoutMs ?? GATEWAY_DEFAULTS.headersTimeoutMs;
+    l.keepAliveTimeoutMs = change.keepAliveTimeoutMs ?? GATEWAY_DEFAULTS.keepAliveTimeoutMs;
+    this.http1.requestTimeout = l.requestTimeoutMs;
+    this.http1.headersTimeout = Math.min(l.headersTimeoutMs, l.requestTimeoutMs);
+    this.http1.keepAliveTimeout = l.keepAliveTimeoutMs;
+    this.h2?.setTimeout(l.keepAliveTimeoutMs);
+    const max = change.maxConnections ?? 0;
+    // net.Server: undefined (or a negative number) means no limit.
+    this.server.maxConnections = max > 0 ? max : (undefined as unknown as number);
+  }
+
+  /** Connections whose client certificate is being watched for revocation and expiry. */
+  get watchedConnections(): number {
+    return this.auth.watched;
+  }
+
+  /** For /readyz: listening, not stopping, and every upstream accepts connections (https: a TLS handshake). */
   async ready(): Promise<{ ok: boolean; detail: string }> {
     if (!this.bound || !this.server.listening) return { ok: false, detail: "not listening" };
     if (this.stopping) return { ok: false, detail: "shutting down" };
-    const origins = [...new Set(this.routes.map((r) => r.upstream.origin))];
-    const probes = await Promise.all(origins.map((o) => probeUpstream(new URL(o), 2000)));
+    const byKey = new Map(this.routes.map((r) => [agentKey(r), r]));
+    const probes = await Promise.all(
+      [...byKey.values()].map((r) =>
+        r.upstream.protocol === "https:"
+          ? probeTlsUpstream(r.upstream, tlsOptionsOf(r), 2000)
+          : probeUpstream(r.upstream, 2000),
+      ),
+    );
     return {
       ok: probes.every((p) => p.ok),
       detail: `listening on ${this.address()}; upstream ${probes.map((p) => p.detail).join("; ")}`,
     };
+  }
+
+  /**
+   * Cuts an open connection whose client certificate no longer passes (revoked, expired): an
+   * upgraded one (WebSocket) is closed, an HTTP/2 session ends with GOAWAY, an HTTP/1.1 one is
+   * closed, idle or not. Requests in flight on it end with that reason in their audit line.
+   */
+  private cutConnection(tls: TLSSocket, verdict: InvalidVerdict): void {
+    const reason = verdict.reason;
+    const detail = `client certificate no longer valid: ${verdict.detail}`;
+    for (const record of this.busy.get(tls) ?? []) {
+      record.reason = reason;
+      record.detail = detail;
+    }
+    this.metrics.connectionsCut.inc({ gateway: this.name, reason });
+    const upgrade = this.upgraded.get(tls);
+    const session = this.sessionBySocket.get(tls);
+    const kind = upgrade ? "upgraded" : session ? "http2" : "http1";
+    this.log.warn(
+      {
+        event: "connection_cut",
+        peer: peerOf(tls),
+        kind,
+        reason,
+        detail,
+        ...(verdict.identity ? { identity: summarizeIdentity(verdict.identity) } : {}),
+      },
+      `closed an open connection: its client certificate is ${reason === "revoked" ? "revoked" : `no longer valid (${reason})`}`,
+    );
+    if (upgrade) upgrade(reason, detail);
+    // destroy() sends GOAWAY before the connection closes; streams in flight are cut.
+    else if (session) session.destroy(undefined, h2constants.NGHTTP2_NO_ERROR);
+    else tls.destroy();
   }
 
   /**
@@ -408,7 +532,7 @@ export class Gateway extends EventEmitter {
     // Never listening, but closing stops its connection-checking timer.
     this.http1.close();
     for (const session of this.sessions) session.destroy();
-    for (const s of this.upgraded) s.destroy();
+    for (const s of this.upgraded.keys()) s.destroy();
     for (const agent of this.agents.values()) agent.destroy();
     this.agents.clear();
     this.detach();
@@ -426,27 +550,70 @@ export class Gateway extends EventEmitter {
     this.opts.material.off("reload", this.onReload);
     this.opts.material.off("reloadError", this.onReloadError);
     this.auth.close();
+    closeRouteTokens(this.routes);
   }
 
-  private agentFor(upstream: URL): Agent {
-    let agent = this.agents.get(upstream.origin);
+  /** The keep-alive connection pool of a route's upstream (one per origin and TLS options). */
+  private agentFor(route: GatewayRoute): Agent {
+    const key = agentKey(route);
+    let agent = this.agents.get(key);
     if (!agent) {
-      agent = new Agent({
+      const pool = {
         keepAlive: true,
         keepAliveMsecs: 1000,
         maxSockets: 512,
         maxFreeSockets: 64,
         // Free sockets are closed before common upstream keep-alive timeouts (Node's 5 s) expire.
         timeout: 4000,
-        scheduling: "lifo",
-      });
-      this.agents.set(upstream.origin, agent);
+        scheduling: "lifo" as const,
+      };
+      agent =
+        route.upstream.protocol === "https:"
+          ? new HttpsAgent({ ...pool, ...tlsOptionsOf(route), rejectUnauthorized: true })
+          : new Agent(pool);
+      this.agents.set(key, agent);
     }
     return agent;
   }
 
   /** Who may pass to `route`, and with which identity. */
+  /**
+   * Who may pass to `route`, and with which identity: the client certificate and the route's rules
+   * first, then the route's access token (bound ones to the certificate verified on this connection).
+   */
   private async admit(req: IncomingMessage, route: GatewayRoute): Promise<Admission | Refused> {
+    const admitted = await this.admitCertificate(req, route);
+    const verifier = route.token;
+    if (!admitted.ok || !verifier) return admitted;
+    verifier.watch({
+      onReload: () => this.log.info({ route: route.name, jwks: verifier.source }, "JWKS reloaded"),
+      onError: (err) =>
+        this.log.warn(
+          { route: route.name, err: err.message },
+          "new JWKS refused; the previous keys stay in force",
+        ),
+    });
+    const authorization: string[] = [];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      if ((req.rawHeaders[i] as string).toLowerCase() === "authorization") {
+        authorization.push(req.rawHeaders[i + 1] as string);
+      }
+    }
+    const t = await verifier.verify(authorization, admitted.identity?.der, this.clock());
+    if (!t.ok) {
+      return {
+        ok: false,
+        reason: t.reason,
+        detail: t.detail,
+        ...(admitted.identity ? { identity: admitted.identity } : {}),
+        ...(t.claims ? { token: t.claims } : {}),
+      };
+    }
+    return { ...admitted, token: t.claims };
+  }
+
+  /** The client certificate's verdict and the route's rules. */
+  private async admitCertificate(req: IncomingMessage, route: GatewayRoute): Promise<Admission | Refused> {
     if (route.mode === "none") return { ok: true };
     const v = await this.auth.verify(tlsOf(req));
     if (route.mode === "optional") {
@@ -530,6 +697,7 @@ export class Gateway extends EventEmitter {
     if (!route) return this.refuse(req, res, record, "no_route", `no route for ${host ?? "*"}${target.path}`);
     record.route = route.name;
     const admission = await this.admit(req, route);
+    if (admission.token) record.tokenClaims = admission.token;
     if (!admission.ok) {
       if (admission.identity) record.identity = summarizeIdentity(admission.identity);
       return this.refuse(req, res, record, admission.reason, admission.detail, route, admission.identity);
@@ -566,17 +734,26 @@ export class Gateway extends EventEmitter {
     const path = upstreamPath(route, target.path, target.search);
     const max = this.limits.maxBodyBytes;
     let answered = false;
+    // Known by its connection until it ends: a connection cut on revocation names it in its audit line.
+    const conn = tlsOf(req);
+    let onConn = this.busy.get(conn);
+    if (!onConn) {
+      onConn = new Set();
+      this.busy.set(conn, onConn);
+    }
+    onConn.add(record);
+    res.once("close", () => {
+      const set = this.busy.get(conn);
+      set?.delete(record);
+      if (set?.size === 0) this.busy.delete(conn);
+    });
 
     const send = (attempt: number): void => {
-      const upReq = httpRequest({
-        protocol: "http:",
-        hostname: route.upstream.hostname.replace(/^\[|\]$/g, ""),
-        port: route.upstream.port || 80,
-        method: req.method,
+      const upReq = upstreamRequest(route, {
+        method: req.method ?? "GET",
         path,
         headers,
-        agent: this.agentFor(route.upstream),
-        setHost: false,
+        agent: this.agentFor(route),
       });
       let timedOut = false;
       upReq.setTimeout(this.limits.upstreamTimeoutMs, () => {
@@ -718,6 +895,7 @@ export class Gateway extends EventEmitter {
     if (!route) return refuse("no_route", `no route for ${host ?? "*"}${target.path}`);
     record.route = route.name;
     const admission = await this.admit(req, route);
+    if (admission.token) record.tokenClaims = admission.token;
     if (admission.identity) record.identity = summarizeIdentity(admission.identity);
     if (!admission.ok) return refuse(admission.reason, admission.detail, route, admission.identity);
     if (admission.rule) record.rule = admission.rule;
@@ -728,14 +906,12 @@ export class Gateway extends EventEmitter {
     const headers = this.upstreamHeaders(req, admission);
     headers.Connection = "Upgrade";
     headers.Upgrade = req.headers.upgrade ?? "websocket";
-    const upReq = httpRequest({
-      protocol: "http:",
-      hostname: route.upstream.hostname.replace(/^\[|\]$/g, ""),
-      port: route.upstream.port || 80,
-      method: req.method,
+    // A connection of its own (it will not go back to a pool), plain or TLS as the upstream says.
+    const upReq = upstreamRequest(route, {
+      method: req.method ?? "GET",
       path: upstreamPath(route, target.path, target.search),
       headers,
-      setHost: false,
+      agent: false,
     });
     upReq.setTimeout(this.limits.upstreamTimeoutMs, () => {
       upReq.destroy(new Error(`no answer from the upstream within ${this.limits.upstreamTimeoutMs} ms`));
@@ -762,6 +938,13 @@ export class Gateway extends EventEmitter {
     upReq.on("upgrade", (upRes: IncomingMessage, upSocket: Socket, upHead: Buffer) => {
       upReq.setTimeout(0);
       upSocket.setTimeout(0);
+      // The client left (or its connection was cut) while the upstream answered.
+      if (socket.destroyed) {
+        upSocket.destroy();
+        record.reason = "client_aborted";
+        finish(0);
+        return;
+      }
       const lines = [`HTTP/1.1 ${upRes.statusCode ?? 101} ${upRes.statusMessage ?? "Switching Protocols"}`];
       for (let i = 0; i < upRes.rawHeaders.length; i += 2) {
         lines.push(`${upRes.rawHeaders[i]}: ${upRes.rawHeaders[i + 1]}`);
@@ -769,7 +952,12 @@ export class Gateway extends EventEmitter {
       socket.write(`${lines.join("\r\n")}\r\n\r\n`);
       if (upHead.length) socket.write(upHead);
       if (head.length) upSocket.write(head);
-      this.upgraded.add(socket);
+      this.upgraded.set(socket, (reason, detail) => {
+        record.reason = reason;
+        record.detail = detail;
+        socket.destroy();
+        upSocket.destroy();
+      });
       upSocket.on("error", () => socket.destroy());
       socket.on("error", () => upSocket.destroy());
       socket.on("data", (c: Buffer) => {
@@ -903,6 +1091,75 @@ function describeListen(l: ListenOptions): string {
   if (l.path) return `unix:${l.path}`;
   const host = l.host ?? "";
   return `${host.includes(":") ? `[${host}]` : host}:${l.port ?? 0}`;
+}
+
+/** A route's pool key: its upstream's origin and, for https, which TLS options. */
+function agentKey(route: GatewayRoute): string {
+  return route.upstream.protocol === "https:"
+    ? `${route.upstream.origin}|${route.tls?.id ?? ""}`
+    : route.upstream.origin;
+}
+
+/** The TLS options of an https:// route's upstream connections (defaults: Node's CA store, SNI = its host). */
+function tlsOptionsOf(route: GatewayRoute): Omit<UpstreamTlsOptions, "id"> {
+  if (route.tls) {
+    const { id: _id, ...rest } = route.tls;
+    return rest;
+  }
+  const host = route.upstream.hostname.replace(/^\[|\]$/g, "");
+  // No SNI for an address (RFC 6066); "" also keeps Node from taking the name from the Host header.
+  return { servername: isIP(host) ? "" : host };
+}
+
+/** A request to a route's upstream, over TLS for https:// (certificate and server name checked). */
+function upstreamRequest(
+  route: GatewayRoute,
+  o: { method: string; path: string; headers: OutgoingHttpHeaders; agent: Agent | false },
+) {
+  const base = {
+    hostname: route.upstream.hostname.replace(/^\[|\]$/g, ""),
+    method: o.method,
+    path: o.path,
+    headers: o.headers,
+    agent: o.agent,
+    setHost: false,
+  };
+  if (route.upstream.protocol === "https:") {
+    return httpsRequest({
+      ...base,
+      protocol: "https:",
+      port: route.upstream.port || 443,
+      ...tlsOptionsOf(route),
+      rejectUnauthorized: true,
+    });
+  }
+  return httpRequest({ ...base, protocol: "http:", port: route.upstream.port || 80 });
+}
+
+/** Whether an https:// upstream completes a TLS handshake (certificate and name verified) within `ms`. */
+function probeTlsUpstream(
+  url: URL,
+  tls: Omit<UpstreamTlsOptions, "id">,
+  ms: number,
+): Promise<{ ok: boolean; detail: string }> {
+  return new Promise((resolve) => {
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    const socket = tlsConnect({
+      host,
+      port: Number(url.port || 443),
+      ...tls,
+      rejectUnauthorized: true,
+      ALPNProtocols: ["http/1.1"],
+    });
+    const done = (ok: boolean, detail: string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ok, detail: `${url.origin} ${detail}` });
+    };
+    const timer = setTimeout(() => done(false, "timed out"), ms);
+    socket.once("secureConnect", () => done(true, "completes a TLS handshake"));
+    socket.once("error", (err: NodeJS.ErrnoException) => done(false, err.code ?? err.message));
+  });
 }
 
 /** Whether an upstream accepts a TCP connection within `ms`. */

@@ -1,9 +1,17 @@
 import { MtlsError } from "../errors.js";
-import { type BuiltGateway, buildGateway, type GatewayDeps, type GatewaySpec } from "./build.js";
+import {
+  type BuiltGateway,
+  buildGateway,
+  type GatewayDeps,
+  type GatewaySpec,
+  restartKeyOf,
+} from "./build.js";
 
 export interface GatewayApplyReport {
   started: string[];
   restarted: string[];
+  /** Changed in place (routes, rules, modes, upstreams, identity headers, limits): nothing dropped. */
+  updated: string[];
   unchanged: string[];
   stopped: string[];
   failed: { name: string; error: Error }[];
@@ -11,9 +19,11 @@ export interface GatewayApplyReport {
 
 /**
  * The gateways of one config file (mtls up), by name. apply() puts a new list in force: new names
- * start, removed ones stop (draining for their shutdown timeout), changed ones restart (the old
- * one stops accepting at once and drains while the new one takes its address), the rest keep
- * running untouched.
+ * start, removed ones stop (draining for their shutdown timeout); a changed one takes the change in
+ * place when only its routes, rules, modes, upstreams, identity headers or limits changed (the
+ * listener and open connections stay), and restarts when its listen address, TLS files, revocation
+ * sources, HTTP/2 or handshake timeout changed (the old one stops accepting at once and drains
+ * while the new one takes its address); the rest keep running untouched.
  */
 export class GatewayGroup {
   private readonly running = new Map<string, { key: string; built: BuiltGateway }>();
@@ -32,7 +42,14 @@ export class GatewayGroup {
   }
 
   async apply(specs: GatewaySpec[]): Promise<GatewayApplyReport> {
-    const report: GatewayApplyReport = { started: [], restarted: [], unchanged: [], stopped: [], failed: [] };
+    const report: GatewayApplyReport = {
+      started: [],
+      restarted: [],
+      updated: [],
+      unchanged: [],
+      stopped: [],
+      failed: [],
+    };
     const wanted = new Map(specs.map((s) => [nameOf(s), s]));
     for (const [name, held] of [...this.running]) {
       if (wanted.has(name)) continue;
@@ -45,6 +62,17 @@ export class GatewayGroup {
       const held = this.running.get(name);
       if (held?.key === key) {
         report.unchanged.push(name);
+        continue;
+      }
+      if (held && restartKeyOf(held.built.spec) === restartKeyOf(spec)) {
+        try {
+          // Routes that do not pass (or unreadable upstream files) leave the ones in force.
+          await held.built.reconfigure(spec);
+          held.key = key;
+          report.updated.push(name);
+        } catch (err) {
+          report.failed.push({ name, error: err as Error });
+        }
         continue;
       }
       let oldStopped = false;

@@ -65,6 +65,24 @@ describe("identity headers", () => {
     assert.equal(xfccOnly["Client-Cert"], undefined);
   });
 
+  it("made once per identity, made again when the chain, format or gateway URI differs", () => {
+    const first = identityHeaders(identity, chain, "rfc9440");
+    assert.equal(identityHeaders(identity, [...chain], "rfc9440"), first, "the same headers object reused");
+    assert.ok(Object.isFrozen(first));
+    const leafOnly = identityHeaders(identity, [chain[0] as CertInfo], "rfc9440");
+    assert.equal(leafOnly["Client-Cert-Chain"], undefined);
+    const xfcc = identityHeaders(identity, chain, "xfcc", "spiffe://acme.test/gw-a");
+    assert.match(xfcc["X-Forwarded-Client-Cert"] ?? "", /^By=spiffe:\/\/acme\.test\/gw-a;/);
+    const other = identityHeaders(identity, chain, "xfcc", "spiffe://acme.test/gw-b");
+    assert.match(other["X-Forwarded-Client-Cert"] ?? "", /^By=spiffe:\/\/acme\.test\/gw-b;/);
+    const otherCert = { ...identity, der: interDer, fingerprint: "cd".repeat(32) };
+    assert.equal(
+      identityHeaders(otherCert, chain, "rfc9440")["Client-Cert"],
+      `:${Buffer.from(interDer).toString("base64")}:`,
+    );
+    assert.deepEqual(identityHeaders(identity, chain, "rfc9440"), first);
+  });
+
   it("strips every identity and forwarding header a client might forge", () => {
     for (const h of [
       "client-cert",

@@ -65,16 +65,32 @@ export function xfccHeader(id: PeerIdentity, chain: readonly CertInfo[], by: str
   return parts.join(";");
 }
 
+/** The headers last made for an identity (a kept-alive connection sends the same ones every request). */
+interface Made {
+  chain: readonly CertInfo[];
+  format: IdentityHeaderFormat;
+  by: string | undefined;
+  headers: Readonly<Record<string, string>>;
+}
+
+const made = new WeakMap<PeerIdentity, Made>();
+
+const sameChain = (a: readonly CertInfo[], b: readonly CertInfo[]): boolean =>
+  a.length === b.length && a.every((c, i) => c === b[i] || c.der === b[i]?.der);
+
 /**
  * The identity headers for a verified client: `chain` is the peer chain leaf first (trust anchors
- * are left out of Client-Cert-Chain, as RFC 9440 allows).
+ * are left out of Client-Cert-Chain, as RFC 9440 allows). Made once per identity and reused while
+ * the chain, format and `by` stay the same (the result is frozen: copy it, do not change it).
  */
 export function identityHeaders(
   id: PeerIdentity,
   chain: readonly CertInfo[],
   format: IdentityHeaderFormat,
   by?: string,
-): Record<string, string> {
+): Readonly<Record<string, string>> {
+  const hit = made.get(id);
+  if (hit && hit.format === format && hit.by === by && sameChain(hit.chain, chain)) return hit.headers;
   const headers: Record<string, string> = {};
   if (format === "rfc9440" || format === "both") {
     headers["Client-Cert"] = sfBinary(id.der);
@@ -84,5 +100,7 @@ export function identityHeaders(
   }
   if (format === "xfcc" || format === "both") headers["X-Forwarded-Client-Cert"] = xfccHeader(id, chain, by);
   headers["X-Client-Identity"] = clientIdentityJson(id);
-  return headers;
+  const frozen = Object.freeze(headers);
+  made.set(id, { chain: [...chain], format, by, headers: frozen });
+  return frozen;
 }

@@ -1,6 +1,25 @@
 /** The mTLS gateway: an HTTPS reverse proxy with client certificates, identity headers and friendly refusals. */
-export { BuiltGateway, buildGateway, type GatewayDeps, type GatewaySpec } from "./build.js";
-export { ClientAuth } from "./client-auth.js";
+export {
+  type AccessTokenSpec,
+  AccessTokenVerifier,
+  bearerTokenOf,
+  certificateThumbprint,
+  DEFAULT_TOKEN_ALGORITHMS,
+  TOKEN_ALGORITHMS,
+  type TokenBinding,
+  type TokenClaims,
+  type TokenRefusal,
+  type TokenVerdict,
+} from "./bound-token.js";
+export {
+  BuiltGateway,
+  buildGateway,
+  type GatewayDeps,
+  type GatewaySpec,
+  loadRoutes,
+  restartKeyOf,
+} from "./build.js";
+export { ClientAuth, type InvalidVerdict } from "./client-auth.js";
 export {
   GATEWAY_DEFAULTS,
   Gateway,
@@ -40,6 +59,8 @@ export {
   ROUTE_MODES,
   type RouteFlagDefaults,
   type RouteMode,
+  type UpstreamTlsOptions,
+  type UpstreamTlsSpec,
   upstreamPath,
 } from "./routes.js";
 export { parseSize } from "./size.js";

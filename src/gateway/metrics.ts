@@ -9,6 +9,8 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
  *   mtls_gateway_upstream_errors_total{gateway,route,reason}  counter (unreachable, timeout, reset)
  *   mtls_gateway_requests_in_flight{gateway}                  gauge
  *   mtls_gateway_bytes_total{gateway,direction}               counter (request / response bodies)
+ *   mtls_gateway_connections_cut_total{gateway,reason}        counter (open connections closed because
+ *                                                              their client certificate was revoked or expired)
  */
 export interface GatewayMetrics {
   requests: Counter<"gateway" | "route" | "status">;
@@ -17,6 +19,7 @@ export interface GatewayMetrics {
   upstreamErrors: Counter<"gateway" | "route" | "reason">;
   inFlight: Gauge<"gateway">;
   bytes: Counter<"gateway" | "direction">;
+  connectionsCut: Counter<"gateway" | "reason">;
 }
 
 const byRegistry = new WeakMap<Registry, GatewayMetrics>();
@@ -61,6 +64,12 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
       name: "mtls_gateway_bytes_total",
       help: "Body bytes carried; in = request bodies from clients, out = response bodies to them",
       labelNames: ["gateway", "direction"],
+      registers,
+    }),
+    connectionsCut: new Counter({
+      name: "mtls_gateway_connections_cut_total",
+      help: "Open client connections closed because their certificate no longer passed (revoked, expired)",
+      labelNames: ["gateway", "reason"],
       registers,
     }),
   };

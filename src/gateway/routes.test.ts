@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { isMtlsError } from "../errors.js";
 import {
   compileRoutes,
   hostOf,
@@ -78,11 +82,73 @@ describe("compileRoutes", () => {
     assert.doesNotThrow(() =>
       compileRoutes([{ ...spec, upstream: "http://10.0.0.1:80" }], { unsafeUpstream: true }),
     );
-    assert.throws(() => compileRoutes([{ ...spec, upstream: "https://127.0.0.1:1" }]), /only http/);
+    assert.throws(
+      () => compileRoutes([{ ...spec, upstream: "ftp://127.0.0.1:1" }]),
+      /only http:\/\/ and https/,
+    );
     assert.throws(() => compileRoutes([spec, spec]), /two routes for \*\//);
     assert.throws(() => compileRoutes([{ ...spec, path: "/a/../b" }]), /normalized/);
     assert.throws(() => compileRoutes([{ ...spec, host: "bad host" }]), /invalid host/);
     assert.throws(() => compileRoutes([]), /at least one route/);
+  });
+});
+
+describe("https upstreams", () => {
+  const spec = { path: "/", upstream: "https://10.0.0.1:8443", mode: "none" as const, rules: [] };
+
+  it("may be anywhere, and carry a CA, a client certificate and a server name", () => {
+    const [r] = compileRoutes([
+      { ...spec, upstreamTls: { ca: "/ca.pem", cert: "/c.pem", key: "/k.pem", serverName: "api.acme.test" } },
+    ]);
+    assert.equal(r?.upstream.protocol, "https:");
+    assert.equal(r?.upstreamTls?.serverName, "api.acme.test");
+  });
+
+  it("refuses TLS options that do not fit", () => {
+    assert.throws(
+      () => compileRoutes([{ ...spec, upstream: "http://127.0.0.1:1", upstreamTls: { ca: "/ca.pem" } }]),
+      /need an https:\/\/ upstream/,
+    );
+    assert.throws(
+      () => compileRoutes([{ ...spec, upstreamTls: { cert: "/c.pem" } }]),
+      /and its key together/,
+    );
+    assert.throws(
+      () =>
+        compileRoutes([
+          { ...spec, upstreamTls: { cert: "/c.pem", key: "/k.pem", identity: { state: "/s", name: "gw" } } },
+        ]),
+      /not both/,
+    );
+    assert.throws(() => compileRoutes([{ ...spec, upstreamTls: { serverName: "10.0.0.1" } }]), /server name/);
+  });
+
+  it("takes upstream-* options in --route, and the --upstream-* defaults on https routes only", () => {
+    const defaults = {
+      mode: "none" as const,
+      rules: [],
+      upstreamTls: { ca: "/ca.pem", cert: "/c.pem", key: "/k.pem" },
+      state: "/state",
+    };
+    const own = parseRouteFlag(
+      "/a/=https://api.acme.test:8443;upstream-identity=gw;upstream-servername=x.acme.test",
+      defaults,
+    );
+    assert.deepEqual(own.upstreamTls, {
+      ca: "/ca.pem",
+      identity: { state: "/state", name: "gw" },
+      serverName: "x.acme.test",
+    });
+    const plain = parseRouteFlag("/b/=http://127.0.0.1:3000", defaults);
+    assert.equal(plain.upstreamTls, undefined);
+    assert.throws(
+      () => parseRouteFlag("/c/=http://127.0.0.1:3000;upstream-ca=/x.pem", defaults),
+      /https:\/\//,
+    );
+    assert.throws(
+      () => parseRouteFlag("/d/=https://h.acme.test;upstream-identity=gw", { mode: "none", rules: [] }),
+      /--state/,
+    );
   });
 });
 
@@ -150,5 +216,69 @@ describe("upstreamPath", () => {
     assert.equal(upstreamPath({ path: "/api/", upstream: new URL("http://h:1/v2/") }, "/api/x", ""), "/v2/x");
     assert.equal(upstreamPath({ path: "/api", upstream: new URL("http://h:1/v2") }, "/api/x", ""), "/v2/x");
     assert.equal(upstreamPath({ path: "/api", upstream: new URL("http://h:1/v2") }, "/api", "?a"), "/v2?a");
+  });
+});
+
+describe("routes with an access token", () => {
+  const jwksDir = mkdtempSync(join(tmpdir(), "mtls-routes-jwks-"));
+  const jwks = join(jwksDir, "jwks.json");
+  writeFileSync(
+    jwks,
+    JSON.stringify({
+      keys: [
+        {
+          kty: "EC",
+          crv: "P-256",
+          x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+          y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        },
+      ],
+    }),
+  );
+  after(() => rmSync(jwksDir, { recursive: true, force: true }));
+
+  it("reads token options from --route and builds one verifier per route", () => {
+    const spec = parseRouteFlag(
+      `/bound/=http://127.0.0.1:1;allow-all;token=bound;jwks=${jwks};issuer=https://as.test;audience=api`,
+      defaults,
+    );
+    assert.deepEqual(spec.token, { bind: "certificate", jwks, issuer: "https://as.test", audience: "api" });
+    const [r] = compileRoutes([spec]);
+    assert.equal(r?.token?.bound, true);
+    assert.equal(r?.token?.source, jwks);
+    assert.equal(compileRoutes([parseRouteFlag("/x/=http://127.0.0.1:1", defaults)])[0]?.token, undefined);
+    const bearer = parseRouteFlag(`/b/=http://127.0.0.1:1;mode=none;token=bearer;jwks=${jwks}`, defaults);
+    assert.equal(compileRoutes([bearer])[0]?.token?.bound, false);
+  });
+
+  it("a bound token needs mode require; token options need token= and a readable JWKS", () => {
+    for (const mode of ["optional", "none"]) {
+      assert.throws(
+        () =>
+          compileRoutes([
+            parseRouteFlag(`/b/=http://127.0.0.1:1;mode=${mode};token=bound;jwks=${jwks}`, defaults),
+          ]),
+        (e) =>
+          isMtlsError(e, "E_USAGE") &&
+          /route \*\/b\/: a certificate-bound token \(RFC 8705\) needs mode require/.test(e.message),
+      );
+    }
+    assert.throws(
+      () => parseRouteFlag(`/b/=http://127.0.0.1:1;jwks=${jwks}`, defaults),
+      /jwks goes with token=bound/,
+    );
+    assert.throws(() => parseRouteFlag("/b/=http://127.0.0.1:1;token=bound", defaults), /needs jwks=/);
+    assert.throws(
+      () =>
+        compileRoutes([parseRouteFlag(`/b/=http://127.0.0.1:1;token=bound;jwks=${jwks}.missing`, defaults)]),
+      (e) => isMtlsError(e, "E_IO") && /route \*\/b\/: cannot read the JWKS file/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        compileRoutes([
+          parseRouteFlag(`/b/=http://127.0.0.1:1;token=bound;jwks=${jwks};algorithms=HS256`, defaults),
+        ]),
+      /never accepted/,
+    );
   });
 });

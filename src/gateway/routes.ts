@@ -1,6 +1,12 @@
 import { isIP } from "node:net";
 import { MtlsError } from "../errors.js";
 import { compilePolicy, type Policy, type RuleSpec } from "../policy/index.js";
+import {
+  type AccessTokenSpec,
+  AccessTokenVerifier,
+  isTokenOption,
+  tokenSpecFromOptions,
+} from "./bound-token.js";
 
 /**
  * Gateway routes: which upstream a request goes to (by Host and the longest path prefix), and what
@@ -22,11 +28,39 @@ export interface GatewayRouteSpec {
   host?: string;
   /** Path prefix, starting with "/". "/api/" also takes "/api" itself. */
   path: string;
-  /** http://host:port[/base]: with a base path, the route's prefix is replaced by it (as nginx's proxy_pass). */
+  /** http(s)://host:port[/base]: with a base path, the route's prefix is replaced by it (as nginx's proxy_pass). */
   upstream: string;
   mode: RouteMode;
   /** Allow rules (require mode: at least one). A rule may name HTTP methods. */
   rules: RuleSpec[];
+  /** TLS to an https:// upstream (absent: Node's CA store, no client certificate, SNI = its host). */
+  upstreamTls?: UpstreamTlsSpec;
+  /** A bearer access token the route requires (bind "certificate": RFC 8705, only with mode require). */
+  token?: AccessTokenSpec;
+}
+
+/** How the gateway speaks TLS to an https:// upstream, as data (file paths). */
+export interface UpstreamTlsSpec {
+  /** CA certificate(s) the upstream's certificate must chain to (absent: Node's CA store). */
+  ca?: string;
+  /** A client certificate (with `key`) for an upstream that requires mTLS. */
+  cert?: string;
+  key?: string;
+  /** Or a name issued by the local CA in `state` (its current certificate and key). */
+  identity?: { state: string; name: string };
+  /** The name sent as SNI and checked in the upstream's certificate (absent: the upstream's host). */
+  serverName?: string;
+}
+
+/** An https:// upstream's TLS options, loaded (gateway/build.ts): what https.request gets. */
+export interface UpstreamTlsOptions {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  /** SNI and the name checked ("" for an IP address: no SNI, the address itself is checked). */
+  servername: string;
+  /** Tells apart upstreams of one origin with different TLS options (one connection pool each). */
+  id: string;
 }
 
 /** A route ready to serve. */
@@ -38,6 +72,11 @@ export interface GatewayRoute {
   upstream: URL;
   mode: RouteMode;
   policy: Policy;
+  upstreamTls?: UpstreamTlsSpec;
+  /** The route's token verifier (built once here; its JWKS file watch is closed with the gateway). */
+  token?: AccessTokenVerifier;
+  /** An https:// upstream's loaded TLS options (set by gateway/build.ts; absent: defaults). */
+  tls?: UpstreamTlsOptions;
 }
 
 const HOST_RE = /^(\*\.)?[a-z0-9]([a-z0-9-]{0,62})?(\.[a-z0-9]([a-z0-9-]{0,62})?)*$/;
@@ -62,6 +101,10 @@ export interface RouteFlagDefaults {
   rules: RuleSpec[];
   /** --allow-method: the methods of the default rules (absent: any method). */
   methods?: string[];
+  /** --upstream-ca/--upstream-cert/--upstream-key/--upstream-identity: for https:// upstreams. */
+  upstreamTls?: UpstreamTlsSpec;
+  /** The state directory `upstream-identity=` names a certificate in. */
+  state?: string;
 }
 
 /**
@@ -85,6 +128,8 @@ export function parseRouteFlag(text: string, defaults: RouteFlagDefaults): Gatew
   let mode = defaults.mode;
   const own: RuleSpec[] = [];
   let methods: string[] | undefined;
+  const tls: UpstreamTlsSpec = {};
+  const tokenOptions = new Map<string, string>();
   for (const option of options) {
     if (option === "") continue;
     const i = option.indexOf("=");
@@ -95,16 +140,56 @@ export function parseRouteFlag(text: string, defaults: RouteFlagDefaults): Gatew
     else if (key === "allow-all") own.push({ all: true });
     else if (key === "methods") methods = value.split(",").map((m) => m.trim().toUpperCase());
     else if (kind && value) own.push({ [kind]: [value] });
+    else if (key === "upstream-ca" && value) tls.ca = value;
+    else if (key === "upstream-cert" && value) tls.cert = value;
+    else if (key === "upstream-key" && value) tls.key = value;
+    else if (key === "upstream-servername" && value) tls.serverName = value;
+    else if (key === "upstream-identity" && value) {
+      if (defaults.state === undefined) {
+        throw usage(`invalid --route "${text}": upstream-identity= needs the local CA (--state DIR)`);
+      }
+      tls.identity = { state: defaults.state, name: value };
+    } else if (isTokenOption(key) && value) tokenOptions.set(key, value);
     else {
       throw usage(
-        `invalid --route "${text}": unknown or empty option "${option}" (mode=, allow-cn=, allow-ou=, allow-dns=, allow-uri=, allow-email=, allow-fingerprint=, allow-spki=, allow-all, methods=)`,
+        `invalid --route "${text}": unknown or empty option "${option}" (mode=, allow-cn=, allow-ou=, allow-dns=, allow-uri=, allow-email=, allow-fingerprint=, allow-spki=, allow-all, methods=, upstream-ca=, upstream-cert=, upstream-key=, upstream-identity=, upstream-servername=, token=bound|bearer, jwks=, issuer=, audience=, algorithms=, clock-tolerance=, jwks-reload=)`,
       );
     }
   }
+  // A route's own client certificate replaces the default one (files or identity) as a whole.
+  const ownClient = tls.cert !== undefined || tls.key !== undefined || tls.identity !== undefined;
+  const d = defaults.upstreamTls ?? {};
+  const upstreamTls: UpstreamTlsSpec = {
+    ...(d.ca !== undefined ? { ca: d.ca } : {}),
+    ...(ownClient
+      ? {}
+      : {
+          ...(d.cert !== undefined ? { cert: d.cert } : {}),
+          ...(d.key !== undefined ? { key: d.key } : {}),
+          ...(d.identity !== undefined ? { identity: d.identity } : {}),
+        }),
+    ...(d.serverName !== undefined ? { serverName: d.serverName } : {}),
+    ...tls,
+  };
+  const https = (upstream ?? "").toLowerCase().startsWith("https:");
+  const hasTls = Object.keys(upstreamTls).length > 0;
+  if (Object.keys(tls).length > 0 && !https) {
+    throw usage(`invalid --route "${text}": the upstream-* options go with an https:// upstream`);
+  }
+  const token = tokenSpecFromOptions(tokenOptions, `invalid --route "${text}"`);
   const base = own.length ? own : defaults.rules;
   const withMethods = methods ?? (own.length ? undefined : defaults.methods);
   const rules = withMethods?.length ? base.map((r) => ({ ...r, methods: r.methods ?? withMethods })) : base;
-  return { ...(host ? { host } : {}), path, upstream: upstream ?? "", mode, rules };
+  return {
+    ...(host ? { host } : {}),
+    path,
+    upstream: upstream ?? "",
+    mode,
+    rules,
+    // The --upstream-* defaults apply to the https:// routes only.
+    ...(https && hasTls ? { upstreamTls } : {}),
+    ...(token ? { token } : {}),
+  };
 }
 
 export function modeOf(text: string, what = "mode"): RouteMode {
@@ -124,8 +209,11 @@ export function isLoopbackHost(host: string): boolean {
 
 /**
  * Checks and compiles routes. Throws E_USAGE naming the route: a bad host, path or upstream, a
- * require route without rules (deny by default), two routes for the same host and path, or a
- * plain-text upstream off loopback without `unsafeUpstream`.
+ * require route without rules (deny by default), two routes for the same host and path, a
+ * plain-text upstream off loopback without `unsafeUpstream` (an https:// one may be anywhere), or
+ * upstream TLS options that do not fit (on an http:// upstream, a certificate without its key), or a
+ * token requirement that does not (a bound token off mode require, bad options). A route's JWKS
+ * file is read here (E_IO, E_BAD_INPUT).
  */
 export function compileRoutes(
   specs: GatewayRouteSpec[],
@@ -150,15 +238,16 @@ export function compileRoutes(
     try {
       upstream = new URL(s.upstream);
     } catch {
-      throw usage(`${where}: invalid upstream "${s.upstream}" (http://HOST:PORT)`);
+      throw usage(`${where}: invalid upstream "${s.upstream}" (http://HOST:PORT or https://HOST:PORT)`);
     }
-    if (upstream.protocol !== "http:") {
-      throw usage(`${where}: upstream ${s.upstream}: only http:// upstreams are supported`);
+    if (upstream.protocol !== "http:" && upstream.protocol !== "https:") {
+      throw usage(`${where}: upstream ${s.upstream}: only http:// and https:// upstreams are supported`);
     }
     if (upstream.username || upstream.password || upstream.search || upstream.hash) {
       throw usage(`${where}: upstream ${s.upstream}: no credentials, query or fragment`);
     }
-    if (!opts.unsafeUpstream && !isLoopbackHost(upstream.hostname)) {
+    if (s.upstreamTls) checkUpstreamTls(s.upstreamTls, upstream, `${where}: upstream ${s.upstream}`);
+    if (upstream.protocol === "http:" && !opts.unsafeUpstream && !isLoopbackHost(upstream.hostname)) {
       throw usage(
         `${where}: upstream ${s.upstream} is not loopback: its plain-text leg would cross a network (pass --unsafe-upstream if that is intended)`,
       );
@@ -174,8 +263,46 @@ export function compileRoutes(
     } catch (err) {
       throw usage(`${where}: ${(err as Error).message}`);
     }
-    return { name, ...(host !== undefined ? { host } : {}), path: s.path, upstream, mode: s.mode, policy };
+    if (s.token?.bind === "certificate" && s.mode !== "require") {
+      throw usage(
+        `${where}: a certificate-bound token (RFC 8705) needs mode require: the token is checked against the verified client certificate`,
+      );
+    }
+    // Reads a JWKS file now (E_IO / E_BAD_INPUT); it is watched from the first request on.
+    const token = s.token ? new AccessTokenVerifier(s.token, where) : undefined;
+    return {
+      name,
+      ...(host !== undefined ? { host } : {}),
+      path: s.path,
+      upstream,
+      mode: s.mode,
+      policy,
+      ...(s.upstreamTls ? { upstreamTls: s.upstreamTls } : {}),
+      ...(token ? { token } : {}),
+    };
   });
+}
+
+function checkUpstreamTls(t: UpstreamTlsSpec, upstream: URL, where: string): void {
+  if (upstream.protocol !== "https:") {
+    throw usage(
+      `${where}: upstream TLS options (CA, client certificate, server name) need an https:// upstream`,
+    );
+  }
+  if ((t.cert === undefined) !== (t.key === undefined)) {
+    throw usage(`${where}: give the upstream client certificate and its key together`);
+  }
+  if (t.cert !== undefined && t.identity !== undefined) {
+    throw usage(
+      `${where}: give either an upstream client certificate and key or an upstream identity, not both`,
+    );
+  }
+  if (t.serverName !== undefined) {
+    const n = t.serverName.toLowerCase();
+    if (isIP(n) !== 0 || !HOST_RE.test(n) || n.startsWith("*.")) {
+      throw usage(`${where}: invalid upstream server name "${t.serverName}" (a DNS name)`);
+    }
+  }
 }
 
 /**

@@ -11,7 +11,17 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
-import { assertOk, CLI, mtls, pemBlocks, requireTool, startBackground, tempDir } from "./helpers.js";
+import {
+  assertCliError,
+  assertOk,
+  CLI,
+  mtls,
+  pemBlocks,
+  requireTool,
+  startBackground,
+  tempDir,
+  withTimeout,
+} from "./helpers.js";
 import { curl, metricsOf, metricValue, sha256, stopChild, TestCa, type Tunnel, waitFor } from "./peers.js";
 
 let dir: string;
@@ -84,11 +94,11 @@ function startUpstream(): Promise<Server> {
 }
 
 /** Opens a TLS connection to the gateway as `who`, sends an upgrade request, collects what comes back. */
-function upgradeAs(who: string | undefined, path: string) {
+function upgradeAs(who: string | undefined, path: string, port = gw.port) {
   const files = who ? ca.files(who) : undefined;
   const socket = tlsConnect({
     host: "127.0.0.1",
-    port: gw.port,
+    port,
     servername: "localhost",
     ca: readFileSync(ca.files("gateway").ca),
     ...(files ? { cert: readFileSync(files.cert), key: readFileSync(files.key) } : {}),
@@ -100,7 +110,7 @@ function upgradeAs(who: string | undefined, path: string) {
   const closed = new Promise<void>((r) => socket.once("close", () => r()));
   socket.on("error", () => undefined);
   socket.write(
-    `GET ${path} HTTP/1.1\r\nHost: localhost:${gw.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nClient-Cert: :Zm9yZ2Vk:\r\n\r\n`,
+    `GET ${path} HTTP/1.1\r\nHost: localhost:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nClient-Cert: :Zm9yZ2Vk:\r\n\r\n`,
   );
   return { socket, received: () => received, closed };
 }
@@ -546,7 +556,7 @@ describe("mtls gateway", () => {
     assert.ok(allowed?.identity?.sans.includes("uri:spiffe://acme.test/user/alice"), JSON.stringify(allowed));
   });
 
-  it("runs from mtls.yaml under `mtls up` (gateways: section), and restarts a changed gateway", async () => {
+  it("runs from mtls.yaml under `mtls up` (gateways: section); a route change on SIGHUP keeps the listener and open connections", async () => {
     const f = ca.files("gateway");
     const yamlFile = join(dir, "mtls.yaml");
     const yaml = (mode: string) => `log:
@@ -607,9 +617,161 @@ gateways:
     assert.equal(split((await via(first, "alice", "/ro/x", ["-X", "POST"])).stdout).status, 403);
     assert.equal(split((await via(first, undefined, "/ro/x")).stdout).status, 401);
 
-    // A changed gateway restarts with the new routes.
+    // A WebSocket open across the reload.
+    const ws = upgradeAs("alice", "/ws", first);
+    await waitFor(() => ws.received().includes("\n{"), 5_000, "the upstream's greeting", ws.received);
+    ws.socket.write("before reload\n");
+    await waitFor(() => ws.received().includes("before reload\n"), 5_000, "the echo", ws.received);
+
+    // A route's mode and rules changed: in force in place on SIGHUP, same listener, same port.
     writeFileSync(yamlFile, yaml("none"));
+    up.child.kill("SIGHUP");
+    await waitFor(
+      async () => split((await via(first, undefined, "/ro/x")).stdout).status === 200,
+      10_000,
+      "the new rule on the same port",
+      up.output,
+    );
+    assert.match(up.output(), /"updated":\["web"\]/);
+    assert.equal(portOf(1), undefined, "no restart");
+    ws.socket.write("after reload\n");
+    await waitFor(
+      () => ws.received().includes("after reload\n"),
+      5_000,
+      "the echo after the reload",
+      ws.received,
+    );
+    ws.socket.destroy();
+    await ws.closed;
+
+    // A listener setting changed (HTTP/2 off): that gateway restarts, on a new port 0.
+    writeFileSync(
+      yamlFile,
+      yaml("none").replace("identity_headers: both", "identity_headers: both\n    http2: false"),
+    );
+    up.child.kill("SIGHUP");
     await waitFor(() => portOf(1) !== undefined, 10_000, "the restarted gateway", up.output);
     assert.equal(split((await via(portOf(1) as number, undefined, "/ro/x")).stdout).status, 200);
+  });
+
+  it("proxies to an https upstream that requires a client certificate (--upstream-ca, --upstream-identity)", async () => {
+    await ca.issue("server", "upstream", ["--dns", "localhost", "--ip", "127.0.0.1"]);
+    await ca.issue("client", "gw-client", ["--uri", "spiffe://acme.test/svc/gateway"]);
+    const uf = ca.files("upstream");
+    const { createServer: createHttpsServer } = await import("node:https");
+    const tlsUp = createHttpsServer(
+      {
+        cert: readFileSync(uf.cert),
+        key: readFileSync(uf.key),
+        ca: readFileSync(uf.ca),
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (req, res) => {
+        const peer = (req.socket as import("node:tls").TLSSocket).getPeerCertificate();
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(
+          JSON.stringify({
+            url: req.url,
+            peer: peer.subject?.CN,
+            servername: (req.socket as import("node:tls").TLSSocket).servername,
+          }),
+        );
+      },
+    );
+    await new Promise<void>((r) => tlsUp.listen(0, "127.0.0.1", () => r()));
+    running.push({ stop: () => new Promise<void>((r) => tlsUp.close(() => r())) });
+    const upPort = (tlsUp.address() as AddressInfo).port;
+    // upstream-cert= without upstream-key=: refused before anything starts, naming the route.
+    const bad = await mtls(
+      [
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--state",
+        ca.state,
+        "--name",
+        "gateway",
+        "--route",
+        `/=https://localhost:${upPort};mode=none;upstream-cert=${ca.files("alice").cert}`,
+      ],
+      { cwd: dir },
+    );
+    assertCliError(bad, 2, /route \*\/: .*certificate and its key together/);
+
+    const good = await startBackground(
+      process.execPath,
+      [
+        CLI,
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--state",
+        ca.state,
+        "--name",
+        "gateway",
+        "--allow-uri",
+        "spiffe://acme.test/user/alice",
+        "--route",
+        `/=https://127.0.0.1:${upPort}/in/;upstream-servername=localhost`,
+        "--upstream-ca",
+        uf.ca,
+        "--upstream-identity",
+        "gw-client",
+        "--status",
+        "127.0.0.1:0",
+      ],
+      { cwd: dir, ready: /mtls: gateway listening on .*\n/, timeoutMs: 15_000 },
+    );
+    running.push({ stop: () => stopChild(good.child, 0, "SIGKILL") });
+    const m = /listening on 127\.0\.0\.1:(\d+):.*?; status on 127\.0\.0\.1:(\d+)/.exec(good.output());
+    assert.ok(m, good.output());
+    const p = Number(m[1]);
+    const res = await curl([
+      ...ca.curlFlags("alice"),
+      "--resolve",
+      `localhost:${p}:127.0.0.1`,
+      "-w",
+      "\n%{http_code}",
+      `https://localhost:${p}/x`,
+    ]);
+    const r = split(res.stdout);
+    assert.equal(r.status, 200, r.body);
+    const seen = JSON.parse(r.body) as { url: string; peer: string; servername: string };
+    assert.deepEqual(seen, { url: "/in/x", peer: "gw-client", servername: "localhost" });
+    const ready = await curl(["-w", "\n%{http_code}", `http://127.0.0.1:${m[2]}/readyz`]);
+    assert.equal(split(ready.stdout).status, 200, ready.stdout);
+    assert.match(ready.stdout, /completes a TLS handshake/);
+  });
+
+  it("cuts an open WebSocket within seconds when `mtls revoke` runs in another process", async (t) => {
+    await ca.issue("client", "alice-ws", ["--uri", "spiffe://acme.test/user/alice"]);
+    const ws = upgradeAs("alice-ws", "/ws");
+    await waitFor(() => ws.received().includes("\n{"), 5_000, "the upstream's greeting", ws.received);
+    ws.socket.write("ping\n");
+    await waitFor(() => ws.received().includes("ping\n"), 5_000, "the echo", ws.received);
+    const before = metricValue(
+      await metricsOf(gw),
+      'mtls_gateway_connections_cut_total{gateway="127.0.0.1:0",reason="revoked"}',
+    );
+    const revokedAt = Date.now();
+    await ca.revoke("alice-ws");
+    await withTimeout(ws.closed, 5_000, "the WebSocket to close after `mtls revoke`");
+    const took = Date.now() - revokedAt;
+    assert.ok(took < 5_000, `closed after ${took} ms`);
+    t.diagnostic(`the WebSocket closed ${took} ms after \`mtls revoke\` was started`);
+    await waitFor(
+      () => auditRequests().some((a) => a.status === 101 && a.reason === "revoked"),
+      5_000,
+      "the audit line",
+      gw.bg.output,
+    );
+    assert.equal(
+      metricValue(
+        await metricsOf(gw),
+        'mtls_gateway_connections_cut_total{gateway="127.0.0.1:0",reason="revoked"}',
+      ),
+      before + 1,
+    );
   });
 });
