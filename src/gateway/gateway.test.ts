@@ -167,6 +167,12 @@ before(async () => {
       res.write("data: first\n\n");
       return;
     }
+    // An upstream that breaks off in the middle of its answer.
+    if (req.url?.endsWith("/broken")) {
+      res.writeHead(200, { "content-type": "text/plain", "content-length": "100000" });
+      res.write("x".repeat(1000), () => setTimeout(() => req.socket.destroy(), 50));
+      return;
+    }
     let bytes = 0;
     req.on("data", (d: Buffer) => {
       bytes += d.length;
@@ -331,6 +337,73 @@ describe("Gateway", () => {
       // Someone else's WebSocket stays up.
       await echo(other.socket, "still here\n");
       other.socket.destroy();
+    } finally {
+      gw.gateway.off("request", onRequest);
+    }
+  });
+
+  /** A request as alice that resolves once the first bytes of the answer arrived. */
+  function firstBytes(path: string): Promise<{ req: ReturnType<typeof request>; ended: Promise<string> }> {
+    const c = certs.alice as IssuedFiles;
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          host: "127.0.0.1",
+          port,
+          path,
+          servername: "localhost",
+          ca,
+          cert: readFileSync(c.cert),
+          key: readFileSync(c.key),
+          headers: { host: "localhost" },
+          agent: false,
+        },
+        (res) => {
+          res.once("data", () =>
+            resolve({
+              req,
+              ended: new Promise<string>((done) => {
+                res.on("error", () => done("aborted"));
+                res.on("aborted", () => done("aborted"));
+                res.on("end", () => done("ended"));
+                res.resume();
+              }),
+            }),
+          );
+        },
+      );
+      req.on("error", () => undefined);
+      req.end();
+      setTimeout(() => reject(new Error("no answer within 5 s")), 5_000).unref();
+    });
+  }
+
+  it("cuts the client's answer when the upstream breaks off mid-body: audit reason upstream_reset", async () => {
+    const audits: RequestAuditFields[] = [];
+    const onRequest = (r: RequestAuditFields) => audits.push(r);
+    gw.gateway.on("request", onRequest);
+    try {
+      const { ended } = await firstBytes("/api/broken");
+      assert.equal(await ended, "aborted", "a truncated answer must not look complete");
+      await waitUntil("the audit line", () => audits.some((a) => a.path === "/api/broken"));
+      const line = audits.find((a) => a.path === "/api/broken") as RequestAuditFields;
+      assert.equal(line.reason, "upstream_reset");
+      assert.equal(line.status, 200);
+    } finally {
+      gw.gateway.off("request", onRequest);
+    }
+  });
+
+  it("stops reading the upstream when the client goes away: audit reason client_aborted", async () => {
+    const audits: RequestAuditFields[] = [];
+    const onRequest = (r: RequestAuditFields) => audits.push(r);
+    gw.gateway.on("request", onRequest);
+    try {
+      const { req } = await firstBytes("/api/endless");
+      req.destroy();
+      await waitUntil("the audit line", () => audits.some((a) => a.path === "/api/endless"));
+      const line = audits.find((a) => a.path === "/api/endless") as RequestAuditFields;
+      assert.equal(line.reason, "client_aborted");
     } finally {
       gw.gateway.off("request", onRequest);
     }

@@ -19,7 +19,6 @@ import {
 } from "node:http2";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { type AddressInfo, connect, isIP, type ListenOptions, type Socket } from "node:net";
-import { pipeline } from "node:stream";
 import {
   createServer as createTlsServer,
   type TLSSocket,
@@ -806,13 +805,30 @@ export class Gateway extends EventEmitter {
         upRes.on("data", (chunk: Buffer) => {
           record.bytesOut += chunk.length;
         });
-        pipeline(upRes, res, (err) => {
-          if (err && record.reason === "proxied") {
+        // pipe() rather than stream.pipeline(): pipeline builds an AbortController per call and an
+        // error with a stack trace when it ends (~45 µs of CPU per request on Node 20, 18% of a small
+        // proxied request). What pipeline did besides piping is done here: a broken upstream answer
+        // or a client that went away ends both sides and says which it was.
+        let broken = false;
+        const broke = (err?: Error) => {
+          if (broken) return;
+          broken = true;
+          if (record.reason === "proxied") {
             record.reason = gone(res) && !upRes.destroyed ? "client_aborted" : "upstream_reset";
-            record.detail = err.message;
-            upReq.destroy();
+            record.detail = err?.message ?? "the upstream closed before the end of its answer";
           }
+          upReq.destroy();
+          upRes.destroy();
+          res.destroy();
+        };
+        upRes.on("error", broke);
+        upRes.once("close", () => {
+          if (!upRes.complete) broke();
         });
+        res.once("close", () => {
+          if (!res.writableFinished) broke(new Error("the client closed the connection"));
+        });
+        upRes.pipe(res);
       });
       if (attempt > 0 || !hasBody) {
         upReq.end();
