@@ -503,7 +503,13 @@ function tunnelTls(
     const lacking = (["cert", "key", "ca"] as const).filter((k) => t[k] === undefined);
     fail(path, `give cert, key and ca together (missing: ${lacking.join(", ")})`);
   }
-  return { cert: file(t.cert as string), key: file(t.key as string), ca: file(t.ca as string) };
+  // A key in a PKCS#11 token (docs/hsm.md) is named by its URI, not a path.
+  const key = t.key as string;
+  return {
+    cert: file(t.cert as string),
+    key: key.startsWith("pkcs11:") ? key : file(key),
+    ca: file(t.ca as string),
+  };
 }
 
 /** A target_tls mapping, checked, its paths made absolute. */

@@ -244,6 +244,19 @@ tunnels:
   });
 });
 
+describe("mtls.yaml: keys in a PKCS#11 token", () => {
+  test("a key named by a pkcs11: URI stays a URI; a key file is resolved against the file's folder", () => {
+    const uri = "pkcs11:token=mtls;object=vnc";
+    const c = parse(SERVER.replace("key: vnc.key", `key: "${uri}"`));
+    assert.deepEqual(c.tunnels[0]?.tls, { cert: "/etc/mtls/vnc.crt", key: uri, ca: "/etc/mtls/ca.crt" });
+    assert.deepEqual(parse(SERVER).tunnels[0]?.tls, {
+      cert: "/etc/mtls/vnc.crt",
+      key: "/etc/mtls/vnc.key",
+      ca: "/etc/mtls/ca.crt",
+    });
+  });
+});
+
 describe("mtls.yaml: every kind of mistake is one line naming its place", () => {
   const cases: [string, string, string][] = [
     [
