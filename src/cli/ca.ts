@@ -27,6 +27,9 @@ interface ServeOpts extends StateOpts {
   init?: boolean;
   rateLimit: string;
   logLevel: string;
+  tlsKey?: string;
+  pkcs11Module?: string;
+  pinFile?: string;
 }
 
 /** A path as a person in the current folder would type it. */
@@ -56,7 +59,16 @@ function registerServe(ca: Command): void {
     )
     .option("--init", "create the CA (and its admin certificate) first when there is none")
     .option("--rate-limit <n>", "requests per second per client on unauthenticated endpoints (0: off)", "20")
-    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info");
+    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info")
+    .option(
+      "--tls-key <uri>",
+      "the API's HTTPS key in a PKCS#11 token (pkcs11:token=...;object=...; needs OPENSSL_CONF from `mtls hsm openssl-config`)",
+    )
+    .option(
+      "--pkcs11-module <path>",
+      "the PKCS#11 module for --tls-key (else MTLS_PKCS11_MODULE, else the CA's own token module)",
+    )
+    .option("--pin-file <file>", "the token's user PIN for --tls-key (else MTLS_PKCS11_PIN)");
   addStateOption(serve);
   addPassphraseOption(serve);
   serve.action(async (opts: ServeOpts) => {
@@ -77,6 +89,9 @@ function registerServe(ca: Command): void {
       init: opts.init ?? false,
       rateLimit: rate,
       logLevel: opts.logLevel,
+      ...(opts.tlsKey ? { tlsKey: opts.tlsKey } : {}),
+      ...(opts.pkcs11Module ? { pkcs11Module: opts.pkcs11Module } : {}),
+      ...(opts.pinFile ? { pinFile: opts.pinFile } : {}),
     });
     if (server.created) {
       out(`created a CA in ${shown(paths.dir)}`);

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import type { SecureContextOptions } from "node:tls";
+import { createSecureContext, type SecureContextOptions } from "node:tls";
 import type { FastifyInstance } from "fastify";
 import {
   adminNames,
@@ -20,6 +20,7 @@ import {
 import { resolvePassphrase } from "../config/passphrase.js";
 import { hasCa, type StatePaths } from "../config/state.js";
 import { MtlsError } from "../errors.js";
+import { engineFailure, isPkcs11Uri, parsePkcs11Uri, type TokenTlsKey, tokenTlsKey } from "../keys/index.js";
 import {
   createLogger,
   createRegistry,
@@ -65,6 +66,16 @@ export interface CaServeOptions {
   maintenanceMs?: number;
   /** Drain time on close before open connections are cut (default 10 s). */
   drainMs?: number;
+  /**
+   * The HTTPS key in a PKCS#11 token (`pkcs11:token=...;object=...`): the API's certificate is issued
+   * for its public key and TLS signs in the token through OpenSSL's pkcs11 engine, registered with
+   * OPENSSL_CONF (`mtls hsm openssl-config`). Else a software key in STATE/server/.
+   */
+  tlsKey?: string;
+  /** The module for `tlsKey` (else the URI's module-path, MTLS_PKCS11_MODULE, the CA's ca.pkcs11Module). */
+  pkcs11Module?: string;
+  /** The token's user PIN for `tlsKey` (else MTLS_PKCS11_PIN / MTLS_PKCS11_PIN_FILE). */
+  pinFile?: string;
 }
 
 export interface RunningCaServer {
@@ -175,23 +186,37 @@ export async function startCaServer(opts: CaServeOptions): Promise<RunningCaServ
       clock: ca.clock,
     };
 
+    const tokenKey = opts.tlsKey ? await openTlsKey(ca, opts) : undefined;
     const extraSans = opts.sans ?? [];
     const sansNow = (): San[] => wantedServerSans([apiAddr.host], extraSans, ca.settings.publicUrl);
     let cert: ServerCert = await ensureServerCert(ca, {
       stateDir: opts.paths.dir,
       sans: sansNow(),
       actor: SERVICE_ACTOR,
+      ...(tokenKey ? { spki: tokenKey.spki } : {}),
     });
     if (cert.issued)
       logger.info({ serial: cert.leaf.serial, why: cert.issued }, "issued the API's HTTPS certificate");
     metrics.watchServerCertificate(() => cert.leaf.notAfter);
     const tlsOptions = (c: ServerCert): SecureContextOptions => ({
-      key: c.keyPem,
+      // A token key signs inside the token through the engine; the PIN rides in the identifier,
+      // in memory only.
+      ...(tokenKey
+        ? { privateKeyEngine: tokenKey.engine, privateKeyIdentifier: tokenKey.identifier }
+        : { key: c.keyPem }),
       cert: c.certPem,
       // Client certificates are verified against this CA; sending the intermediate is optional.
       ca: [ca.rootPem, ca.intermediatePem],
       minVersion: "TLSv1.2",
     });
+    if (tokenKey) {
+      // Fail at start with one clear line when the engine is not registered or refuses the key.
+      try {
+        createSecureContext(tlsOptions(cert));
+      } catch (err) {
+        throw engineFailure(err, tokenKey);
+      }
+    }
     let httpsServer: HttpsServer | undefined;
     const api: FastifyInstance = buildApp(ctx, {
       listener: "api",
@@ -246,9 +271,14 @@ export async function startCaServer(opts: CaServeOptions): Promise<RunningCaServ
             stateDir: opts.paths.dir,
             sans: sansNow(),
             actor: SERVICE_ACTOR,
+            ...(tokenKey ? { spki: tokenKey.spki } : {}),
           });
           if (next.issued && httpsServer) {
-            httpsServer.setSecureContext(tlsOptions(next));
+            try {
+              httpsServer.setSecureContext(tlsOptions(next));
+            } catch (err) {
+              throw tokenKey ? engineFailure(err, tokenKey) : err;
+            }
             logger.info(
               { serial: next.leaf.serial, why: next.issued },
               "renewed the API's HTTPS certificate",
@@ -314,6 +344,31 @@ export async function startCaServer(opts: CaServeOptions): Promise<RunningCaServ
     await unwind();
     throw err;
   }
+}
+
+/**
+ * `--tls-key`: opens the key in its token (a wrong PIN or a missing key is a clear E_PKCS11_* error
+ * here) and reads its public key. The module is --pkcs11-module, else the URI's module-path or
+ * MTLS_PKCS11_MODULE, else the module the CA's own token key uses (setting ca.pkcs11Module).
+ */
+async function openTlsKey(ca: CertificateAuthority, opts: CaServeOptions): Promise<TokenTlsKey> {
+  const keyUri = opts.tlsKey as string;
+  if (!isPkcs11Uri(keyUri))
+    throw new MtlsError(
+      "E_USAGE",
+      `--tls-key takes a PKCS#11 URI (pkcs11:token=...;object=...), not "${keyUri}"`,
+    );
+  const env = opts.env ?? process.env;
+  const module =
+    opts.pkcs11Module ??
+    (parsePkcs11Uri(keyUri).modulePath || env.MTLS_PKCS11_MODULE
+      ? undefined
+      : ((await ca.store.getSetting("ca.pkcs11Module")) ?? undefined));
+  return tokenTlsKey(keyUri, {
+    ...(module ? { module } : {}),
+    ...(opts.pinFile ? { pinFile: opts.pinFile } : {}),
+    env,
+  });
 }
 
 /**

@@ -25,7 +25,8 @@ export function serverCertFiles(stateDir: string): ServerCertFiles {
 export interface ServerCert {
   /** Leaf then intermediate. */
   certPem: string;
-  keyPem: string;
+  /** The software key; absent when the key lives in a PKCS#11 token (`spki` given). */
+  keyPem?: string;
   leaf: CertInfo;
   /** Why it was (re)issued on this call, or undefined when the files on disk were kept. */
   issued?: string;
@@ -77,20 +78,24 @@ export function wantedServerSans(listenHosts: string[], extra: string[], publicU
   return names;
 }
 
-/** Why the certificate on disk will not do, or undefined when it will. */
+/**
+ * Why the certificate on disk will not do, or undefined when it will. With `spki` (a key in a
+ * PKCS#11 token) there is no key file: the certificate must be for that public key.
+ */
 export function reissueReason(
   ca: CertificateAuthority,
   files: ServerCertFiles,
   wanted: San[],
   now: Date,
-): { reason: string } | { reason?: undefined; certPem: string; keyPem: string; leaf: CertInfo } {
-  if (!existsSync(files.cert) || !existsSync(files.key)) return { reason: "no certificate yet" };
+  spki?: Uint8Array,
+): { reason: string } | { reason?: undefined; certPem: string; keyPem?: string; leaf: CertInfo } {
+  if (!existsSync(files.cert) || (!spki && !existsSync(files.key))) return { reason: "no certificate yet" };
   let certPem: string;
-  let keyPem: string;
+  let keyPem: string | undefined;
   let leaf: CertInfo | undefined;
   try {
     certPem = readFileSync(files.cert, "utf8");
-    keyPem = readFileSync(files.key, "utf8");
+    keyPem = spki ? undefined : readFileSync(files.key, "utf8");
     [leaf] = parseCertificates(certPem);
   } catch (err) {
     return { reason: `unreadable certificate files (${(err as Error).message})` };
@@ -100,7 +105,10 @@ export function reissueReason(
   try {
     if (!x509.verify(createPublicKey(ca.intermediatePem)))
       return { reason: "issued by another intermediate" };
-    if (!x509.checkPrivateKey(createPrivateKey(keyPem)))
+    if (spki) {
+      if (!Buffer.from(leaf.spki).equals(Buffer.from(spki)))
+        return { reason: "the certificate is for another key than the token's" };
+    } else if (!x509.checkPrivateKey(createPrivateKey(keyPem as string)))
       return { reason: "the key file does not match the certificate" };
   } catch (err) {
     return { reason: `unusable certificate or key (${(err as Error).message})` };
@@ -112,37 +120,46 @@ export function reissueReason(
   const want = new Set(wanted.map(formatSan));
   if (have.size !== want.size || [...want].some((n) => !have.has(n)))
     return { reason: `names changed (${[...have].join(", ")} → ${[...want].join(", ")})` };
-  return { certPem, keyPem, leaf };
+  return { certPem, ...(keyPem ? { keyPem } : {}), leaf };
 }
 
 /**
  * The API's own certificate: the one in STATE/server/ while it is issued by the current
  * intermediate, carries exactly the wanted names, matches its key, is not revoked and has more
  * than a third of its life left; otherwise a new one (server profile, default lifetime), written
- * crash-safely through issueToFiles (pending row, files, confirm).
+ * crash-safely through issueToFiles (pending row, files, confirm). With `spki` (the public key of a
+ * key in a PKCS#11 token, `mtls ca serve --tls-key`) the certificate is issued for that key and no
+ * key file is written; renewal keeps the key.
  */
 export async function ensureServerCert(
   ca: CertificateAuthority,
-  opts: { stateDir: string; sans: San[]; actor: string; force?: boolean },
+  opts: { stateDir: string; sans: San[]; actor: string; force?: boolean; spki?: Uint8Array },
 ): Promise<ServerCert> {
   const files = serverCertFiles(opts.stateDir);
   const now = ca.clock();
-  let check = reissueReason(ca, files, opts.sans, now);
+  let check = reissueReason(ca, files, opts.sans, now, opts.spki);
   if (check.reason === undefined) {
     const rec = await ca.store.getCertificate(check.leaf.serial);
     if (rec?.status === "revoked") check = { reason: "revoked" };
     else if (opts.force) check = { reason: "asked to" };
-    else return { certPem: check.certPem, keyPem: check.keyPem, leaf: check.leaf };
+    else
+      return { certPem: check.certPem, ...(check.keyPem ? { keyPem: check.keyPem } : {}), leaf: check.leaf };
   }
   mkdirSync(files.dir, { recursive: true, mode: 0o700 });
   const { files: written } = await issueToFiles(
     ca,
-    { profile: "server", name: SERVER_CERT_NAME, sans: opts.sans, actor: opts.actor },
+    {
+      profile: "server",
+      name: SERVER_CERT_NAME,
+      sans: opts.sans,
+      actor: opts.actor,
+      ...(opts.spki ? { spki: opts.spki } : {}),
+    },
     { outDir: files.dir, force: true },
   );
   const certPem = readFileSync(written.cert, "utf8");
-  const keyPem = readFileSync(written.key ?? files.key, "utf8");
+  const keyPem = opts.spki ? undefined : readFileSync(written.key ?? files.key, "utf8");
   const [leaf] = parseCertificates(certPem);
   if (!leaf) throw new MtlsError("E_IO", `${written.cert} holds no certificate`);
-  return { certPem, keyPem, leaf, issued: check.reason };
+  return { certPem, ...(keyPem ? { keyPem } : {}), leaf, issued: check.reason };
 }

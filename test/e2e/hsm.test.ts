@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type Server } from "node:net";
 import { join } from "node:path";
@@ -704,6 +704,123 @@ describe("mtls with keys in a PKCS#11 token (SoftHSM2)", () => {
     } finally {
       await bg?.stop();
       upstream.close();
+    }
+  });
+
+  it("mtls ca serve --tls-key serves its HTTPS API with a key in the token", async () => {
+    const keyUri = "pkcs11:token=mtls;object=ca-https";
+    assertOk(
+      await mtls(
+        [
+          "hsm",
+          "keygen",
+          keyUri,
+          "--key-type",
+          "ec-p256",
+          "--pkcs11-module",
+          hsm.module,
+          "--pin-file",
+          pinFile,
+        ],
+        { cwd: dir, env },
+      ),
+      "mtls hsm keygen (ca serve)",
+    );
+    const tokenSpki = Buffer.from(
+      openPkcs11Signer({ module: hsm.module, uri: keyUri, pin: PIN }).spki,
+    ).toString("base64");
+    // The earlier `ca serve` left a software server key; start from none to see that none is written.
+    rmSync(join(state, "server"), { recursive: true, force: true });
+    // No MTLS_PKCS11_MODULE: the module comes from the CA's own setting (ca.pkcs11Module).
+    const serveArgs = (key: string, pin = pinFile) => [
+      `SOFTHSM2_CONF=${hsm.conf}`,
+      `MTLS_PKCS11_PIN_FILE=${pinFile}`,
+      `MTLS_PASSPHRASE=${PASSPHRASE.MTLS_PASSPHRASE}`,
+      process.execPath,
+      CLI,
+      "ca",
+      "serve",
+      "--state",
+      state,
+      "--listen",
+      "127.0.0.1:0",
+      "--public-listen",
+      "off",
+      "--log-level",
+      "warn",
+      "--tls-key",
+      key,
+      "--pin-file",
+      pin,
+    ];
+    const once = (args: string[], conf?: string) =>
+      run("env", [...(conf ? [`OPENSSL_CONF=${conf}`] : ["-u", "OPENSSL_CONF"]), ...args], {
+        cwd: dir,
+        timeoutMs: 20_000,
+      });
+    const engineConf = join(dir, "engine.cnf");
+    assertCliError(
+      await once(serveArgs(keyUri)),
+      1,
+      /OpenSSL engine "pkcs11" is not registered in this process: start mtls with OPENSSL_CONF/,
+    );
+    assertCliError(
+      await once(serveArgs("pkcs11:token=mtls;object=no-such-key"), engineConf),
+      1,
+      /no private key matches .*no-such-key.* on token "mtls"/,
+    );
+    const bad = join(dir, "bad-pin-serve.txt");
+    writeFileSync(bad, "not-the-pin\n");
+    const wrongPin = await once(serveArgs(keyUri, bad), engineConf);
+    assertCliError(wrongPin, 1, /wrong PIN on token "mtls"/);
+    assert.ok(!wrongPin.stderr.includes(PIN));
+
+    let bg: Background | undefined;
+    try {
+      bg = await startBackground("env", [`OPENSSL_CONF=${engineConf}`, ...serveArgs(keyUri)], {
+        cwd: dir,
+        ready: /\(API, mTLS\)/,
+        timeoutMs: 20_000,
+      });
+      const url = /(https:\/\/127\.0\.0\.1:\d+) \(API, mTLS\)/.exec(bg.output())?.[1];
+      assert.ok(url, bg.output());
+      const res = await run(
+        "curl",
+        ["-sS", "--max-time", "10", "--cacert", join(state, "ca", "root.crt"), `${url}/v1/ca`],
+        { timeoutMs: 15_000 },
+      );
+      assert.equal(res.code, 0, `${res.stderr}\n${bg.output()}`);
+      assert.match(res.stdout, /BEGIN CERTIFICATE|root/i);
+      // The certificate the server presents is for the token's key.
+      const port = new URL(url).port;
+      const served = await run(
+        "openssl",
+        [
+          "s_client",
+          "-connect",
+          `127.0.0.1:${port}`,
+          "-CAfile",
+          join(state, "ca", "root.crt"),
+          "-verify_return_error",
+        ],
+        { input: "", timeoutMs: 15_000 },
+      );
+      const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(served.stdout)?.[0];
+      assert.ok(pem, served.stdout + served.stderr);
+      const spki = (x: string) =>
+        (new X509Certificate(x).publicKey.export({ type: "spki", format: "der" }) as Buffer).toString(
+          "base64",
+        );
+      assert.equal(spki(pem), tokenSpki);
+      assert.equal(spki(readFileSync(join(state, "server", "ca-server.crt"), "utf8")), tokenSpki);
+      assert.deepEqual(
+        listFiles(join(state, "server")).filter((f) => /\.key$/.test(f)),
+        [],
+        "no server key file in the state directory",
+      );
+      assert.ok(!bg.output().includes(PIN), "the PIN never reaches the logs");
+    } finally {
+      await bg?.stop();
     }
   });
 });
