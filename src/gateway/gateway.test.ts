@@ -342,9 +342,15 @@ describe("Gateway", () => {
     }
   });
 
-  /** A request as alice that resolves once the first bytes of the answer arrived. */
-  function firstBytes(path: string): Promise<{ req: ReturnType<typeof request>; ended: Promise<string> }> {
-    const c = certs.alice as IssuedFiles;
+  /**
+   * A request as `who` that resolves once the first bytes of the answer arrived, with how the answer
+   * then ends ("ended" or "aborted"). Wrapped: a promise resolved with a promise would wait for that one.
+   */
+  function firstBytes(
+    who: string,
+    path: string,
+  ): Promise<{ req: ReturnType<typeof request>; ended: Promise<string> }> {
+    const c = certs[who] as IssuedFiles;
     return new Promise((resolve, reject) => {
       const req = request(
         {
@@ -372,7 +378,7 @@ describe("Gateway", () => {
           );
         },
       );
-      req.on("error", () => undefined);
+      req.on("error", reject);
       req.end();
       setTimeout(() => reject(new Error("no answer within 5 s")), 5_000).unref();
     });
@@ -383,7 +389,7 @@ describe("Gateway", () => {
     const onRequest = (r: RequestAuditFields) => audits.push(r);
     gw.gateway.on("request", onRequest);
     try {
-      const { ended } = await firstBytes("/api/broken");
+      const { ended } = await firstBytes("alice", "/api/broken");
       assert.equal(await ended, "aborted", "a truncated answer must not look complete");
       await waitUntil("the audit line", () => audits.some((a) => a.path === "/api/broken"));
       const line = audits.find((a) => a.path === "/api/broken") as RequestAuditFields;
@@ -399,7 +405,7 @@ describe("Gateway", () => {
     const onRequest = (r: RequestAuditFields) => audits.push(r);
     gw.gateway.on("request", onRequest);
     try {
-      const { req } = await firstBytes("/api/endless");
+      const { req } = await firstBytes("alice", "/api/endless");
       req.destroy();
       await waitUntil("the audit line", () => audits.some((a) => a.path === "/api/endless"));
       const line = audits.find((a) => a.path === "/api/endless") as RequestAuditFields;
@@ -415,36 +421,7 @@ describe("Gateway", () => {
     gw.gateway.on("request", onRequest);
     const c = certs.slowuser as IssuedFiles;
     try {
-      // Wrapped: a promise resolved with a promise would wait for that one.
-      const { ended } = await new Promise<{ ended: Promise<string> }>((resolve, reject) => {
-        const req = request(
-          {
-            host: "127.0.0.1",
-            port,
-            path: "/api/endless",
-            servername: "localhost",
-            ca,
-            cert: readFileSync(c.cert),
-            key: readFileSync(c.key),
-            headers: { host: "localhost" },
-            agent: false,
-          },
-          (res) => {
-            res.once("data", () =>
-              resolve({
-                ended: new Promise<string>((done) => {
-                  res.on("error", () => done("aborted"));
-                  res.on("aborted", () => done("aborted"));
-                  res.on("end", () => done("ended"));
-                  res.resume();
-                }),
-              }),
-            );
-          },
-        );
-        req.on("error", reject);
-        req.end();
-      });
+      const { ended } = await firstBytes("slowuser", "/api/endless");
       await pki.ca.revoke([c.certificate.serial], "keyCompromise", "test");
       const how = await Promise.race([
         ended,
