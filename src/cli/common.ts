@@ -20,6 +20,27 @@ export function addStateOption(cmd: Command): Command {
     );
 }
 
+/** The --allow-* flags of the tunnel server and the gateway: one rule each, deny unless one allows. */
+export function addAllowOptions(cmd: Command): Command {
+  return cmd
+    .option("--allow-cn <cn>", "allow certificates with this subject CN (repeatable)", collect)
+    .option("--allow-ou <ou>", "allow certificates with this OU (repeatable)", collect)
+    .option("--allow-dns <name>", "allow certificates with this DNS SAN (repeatable)", collect)
+    .option(
+      "--allow-uri <uri>",
+      "allow this URI SAN; spiffe://acme.test/user/* patterns (repeatable)",
+      collect,
+    )
+    .option("--allow-email <address>", "allow this e-mail SAN (repeatable)", collect)
+    .option(
+      "--allow-fingerprint <sha256>",
+      "allow the certificate with this SHA-256 fingerprint (repeatable)",
+      collect,
+    )
+    .option("--allow-spki <pin>", "allow this public key (SHA-256 of the SPKI, base64) (repeatable)", collect)
+    .option("--allow-all", "allow any certificate the CA issued");
+}
+
 export function addPassphraseOption(cmd: Command): Command {
   return cmd.option("--passphrase-file <file>", "file holding the CA key passphrase (else $MTLS_PASSPHRASE)");
 }

@@ -24,7 +24,7 @@ import {
 } from "../observe/index.js";
 import { type AllowFlags, rulesFromFlags } from "../policy/index.js";
 import { listenOptions, parseAddress } from "../tunnel/index.js";
-import { collect, note } from "./common.js";
+import { addAllowOptions, collect, note } from "./common.js";
 import { serveUntilSignal, statusSuffix } from "./run.js";
 import { exitSoon } from "./tunnel.js";
 import { isWorkerProcess, parseWorkers, runWorkers } from "./workers.js";
@@ -64,34 +64,23 @@ interface GatewayOpts extends AllowFlags {
 }
 
 export function registerGateway(program: Command): void {
-  program
-    .command("gateway")
-    .description(
-      "HTTPS reverse proxy with client certificates: routes by host and path, identity headers upstream, friendly refusals",
-    )
-    .requiredOption("--listen <address>", "where to accept HTTPS: host:port, [::1]:port, :port or unix:/path")
-    .requiredOption(
-      "--route <spec>",
-      "[HOST]/PATH=http(s)://HOST:PORT[/BASE][;mode=require|optional|none][;allow-uri=…][;methods=GET,HEAD][;upstream-ca=FILE][;upstream-servername=NAME][;token=bound|bearer;jwks=FILE|URL;issuer=…;audience=…;algorithms=ES256,…;clock-tolerance=30s;jwks-reload=1h] (repeatable; longest path wins)",
-      collect,
-    )
-    .option("--mode <mode>", "default mode of routes: require, optional or none", "require")
-    .option("--allow-cn <cn>", "allow certificates with this subject CN (repeatable)", collect)
-    .option("--allow-ou <ou>", "allow certificates with this OU (repeatable)", collect)
-    .option("--allow-dns <name>", "allow certificates with this DNS SAN (repeatable)", collect)
-    .option(
-      "--allow-uri <uri>",
-      "allow this URI SAN; spiffe://acme.test/user/* patterns (repeatable)",
-      collect,
-    )
-    .option("--allow-email <address>", "allow this e-mail SAN (repeatable)", collect)
-    .option(
-      "--allow-fingerprint <sha256>",
-      "allow the certificate with this SHA-256 fingerprint (repeatable)",
-      collect,
-    )
-    .option("--allow-spki <pin>", "allow this public key (SHA-256 of the SPKI, base64) (repeatable)", collect)
-    .option("--allow-all", "allow any certificate the CA issued")
+  addAllowOptions(
+    program
+      .command("gateway")
+      .description(
+        "HTTPS reverse proxy with client certificates: routes by host and path, identity headers upstream, friendly refusals",
+      )
+      .requiredOption(
+        "--listen <address>",
+        "where to accept HTTPS: host:port, [::1]:port, :port or unix:/path",
+      )
+      .requiredOption(
+        "--route <spec>",
+        "[HOST]/PATH=http(s)://HOST:PORT[/BASE][;mode=require|optional|none][;allow-uri=…][;methods=GET,HEAD][;upstream-ca=FILE][;upstream-servername=NAME][;token=bound|bearer;jwks=FILE|URL;issuer=…;audience=…;algorithms=ES256,…;clock-tolerance=30s;jwks-reload=1h] (repeatable; longest path wins)",
+        collect,
+      )
+      .option("--mode <mode>", "default mode of routes: require, optional or none", "require"),
+  )
     .option(
       "--allow-method <method>",
       "the --allow-* rules allow only these HTTP methods (repeatable)",

@@ -24,7 +24,7 @@ import {
   type TlsSource,
   type TunnelSpec,
 } from "../tunnel/index.js";
-import { collect, note } from "./common.js";
+import { addAllowOptions, collect, note } from "./common.js";
 import { serveUntilSignal, statusSuffix } from "./run.js";
 
 /** The defaults of the flags (config/schema.ts explains them; mtls.yaml shares them). */
@@ -133,30 +133,21 @@ export function registerTunnel(program: Command): void {
       "mTLS tunnels: put mutual TLS in front of any TCP service (server) or carry TCP over it (client)",
     );
 
-  const server = tunnel
-    .command("server")
-    .description("accept mTLS, verify and authorize the client certificate, forward plain TCP to the target")
-    .requiredOption("--listen <address>", "where to accept mTLS: host:port, [::1]:port, :port or unix:/path")
-    .requiredOption(
-      "--target <address>",
-      "where to forward: 127.0.0.1:port or unix:/path (loopback unless --unsafe-target)",
-    )
-    .option("--allow-cn <cn>", "allow certificates with this subject CN (repeatable)", collect)
-    .option("--allow-ou <ou>", "allow certificates with this OU (repeatable)", collect)
-    .option("--allow-dns <name>", "allow certificates with this DNS SAN (repeatable)", collect)
-    .option(
-      "--allow-uri <uri>",
-      "allow this URI SAN; spiffe://acme.test/user/* patterns (repeatable)",
-      collect,
-    )
-    .option("--allow-email <address>", "allow this e-mail SAN (repeatable)", collect)
-    .option(
-      "--allow-fingerprint <sha256>",
-      "allow the certificate with this SHA-256 fingerprint (repeatable)",
-      collect,
-    )
-    .option("--allow-spki <pin>", "allow this public key (SHA-256 of the SPKI, base64) (repeatable)", collect)
-    .option("--allow-all", "allow any certificate the CA issued")
+  const server = addAllowOptions(
+    tunnel
+      .command("server")
+      .description(
+        "accept mTLS, verify and authorize the client certificate, forward plain TCP to the target",
+      )
+      .requiredOption(
+        "--listen <address>",
+        "where to accept mTLS: host:port, [::1]:port, :port or unix:/path",
+      )
+      .requiredOption(
+        "--target <address>",
+        "where to forward: 127.0.0.1:port or unix:/path (loopback unless --unsafe-target)",
+      ),
+  )
     .option(
       "--proxy-protocol",
       "send a PROXY protocol v2 header (peer address, TLS, client certificate) to the target",
