@@ -12,6 +12,7 @@ import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import { initCa } from "../ca/index.js";
 import { type StatePaths, statePaths } from "../config/state.js";
 import { silentLogger } from "../observe/index.js";
@@ -33,6 +34,19 @@ interface Res {
   body: Buffer;
   // biome-ignore lint/suspicious/noExplicitAny: the tests check JSON answers field by field
   json(): any;
+}
+
+/** Completes a TLS handshake with the server (no client certificate) and names the suite agreed. */
+function handshake(port: number, opts: ConnectionOptions): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: "127.0.0.1", port, rejectUnauthorized: false, ...opts }, () => {
+      const name = socket.getCipher().name;
+      socket.destroy();
+      resolve(name);
+    });
+    socket.setTimeout(5_000, () => socket.destroy(new Error("handshake timed out")));
+    socket.on("error", reject);
+  });
 }
 
 interface Identity {
@@ -169,8 +183,16 @@ describe("mtls ca serve (in process)", { concurrency: 1 }, () => {
       const res = await send(`${api}/healthz`, { ca: rootPem });
       assert.equal(res.status, 200);
       assert.deepEqual(res.json(), { ok: true });
-      const tls11 = send(`${api}/healthz`, { ca: rootPem, headers: {} }).then(() => undefined);
-      await tls11;
+      const port = Number(new URL(api).port);
+      // TLS 1.1 is refused; on TLS 1.2 only ECDHE with an AEAD is accepted (no CBC, no static RSA).
+      await assert.rejects(handshake(port, { maxVersion: "TLSv1.1", minVersion: "TLSv1" }));
+      await assert.rejects(handshake(port, { maxVersion: "TLSv1.2", ciphers: "ECDHE-ECDSA-AES128-SHA" }));
+      await assert.rejects(handshake(port, { maxVersion: "TLSv1.2", ciphers: "AES128-GCM-SHA256" }));
+      assert.equal(
+        await handshake(port, { maxVersion: "TLSv1.2", ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256" }),
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+      );
+      assert.equal(await handshake(port, {}), "TLS_AES_256_GCM_SHA384");
     });
 
     it("answers /healthz on the plain listener, and nothing of /v1 there", async () => {

@@ -30,6 +30,7 @@ import {
 } from "../observe/index.js";
 import type { CertInfo } from "../pki/certinfo.js";
 import type { San } from "../pki/names.js";
+import { DEFAULT_CIPHERS } from "../tls/material.js";
 import { buildApp } from "./app.js";
 import type { CaServices, ServerContext } from "./context.js";
 import { formatListen, type ListenAddress, parseListen, urlFor } from "./listen.js";
@@ -208,6 +209,8 @@ export async function startCaServer(opts: CaServeOptions): Promise<RunningCaServ
       // Client certificates are verified against this CA; sending the intermediate is optional.
       ca: [ca.rootPem, ca.intermediatePem],
       minVersion: "TLSv1.2",
+      // The same suites as tunnels and the gateway: ECDHE with an AEAD only on TLS 1.2.
+      ciphers: DEFAULT_CIPHERS,
     });
     if (tokenKey) {
       // Fail at start with one clear line when the engine is not registered or refuses the key.
