@@ -68,7 +68,10 @@ function registerServe(ca: Command): void {
       "--pkcs11-module <path>",
       "the PKCS#11 module for --tls-key (else MTLS_PKCS11_MODULE, else the CA's own token module)",
     )
-    .option("--pin-file <file>", "the token's user PIN for --tls-key (else MTLS_PKCS11_PIN)");
+    .option(
+      "--pin-file <file>",
+      "the token's user PIN for --tls-key and a CA key in a token (else MTLS_PKCS11_PIN)",
+    );
   addStateOption(serve);
   addPassphraseOption(serve);
   serve.action(async (opts: ServeOpts) => {

@@ -9,6 +9,7 @@ export interface StateOpts {
   state?: string;
   store?: string;
   passphraseFile?: string;
+  pinFile?: string;
 }
 
 export function addStateOption(cmd: Command): Command {
@@ -43,6 +44,25 @@ export function addAllowOptions(cmd: Command): Command {
 
 export function addPassphraseOption(cmd: Command): Command {
   return cmd.option("--passphrase-file <file>", "file holding the CA key passphrase (else $MTLS_PASSPHRASE)");
+}
+
+/**
+ * --passphrase-file and --pin-file, for commands that sign with the CA key (issue, revoke, crl,
+ * token): the PIN is the PKCS#11 token's, when `mtls init --ca-key pkcs11:...` put the key there.
+ */
+export function addCaKeyOptions(cmd: Command): Command {
+  return addPassphraseOption(cmd).option(
+    "--pin-file <file>",
+    "the token's user PIN, when the CA key is in a PKCS#11 token (else $MTLS_PKCS11_PIN)",
+  );
+}
+
+/** What openCa needs from --passphrase-file and --pin-file. */
+export function caKeyFrom(opts: StateOpts): { passphraseFile?: string; pinFile?: string } {
+  return {
+    ...(opts.passphraseFile ? { passphraseFile: opts.passphraseFile } : {}),
+    ...(opts.pinFile ? { pinFile: opts.pinFile } : {}),
+  };
 }
 
 export function pathsFrom(opts: StateOpts): StatePaths {

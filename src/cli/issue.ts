@@ -17,8 +17,9 @@ import { parseKeyType } from "../pki/keys.js";
 import { formatSan, makeSan, type San } from "../pki/names.js";
 import type { CertificateRecord } from "../store/index.js";
 import {
-  addPassphraseOption,
+  addCaKeyOptions,
   addStateOption,
+  caKeyFrom,
   cliActor,
   collect,
   isoDay,
@@ -75,10 +76,7 @@ function sansFrom(opts: SanOpts): San[] {
 }
 
 async function withCa<T>(opts: StateOpts, fn: (ca: CertificateAuthority) => Promise<T>): Promise<T> {
-  const ca = await openCa(
-    pathsFrom(opts),
-    opts.passphraseFile ? { passphraseFile: opts.passphraseFile } : {},
-  );
+  const ca = await openCa(pathsFrom(opts), caKeyFrom(opts));
   try {
     return await fn(ca);
   } finally {
@@ -103,7 +101,7 @@ export function registerIssue(program: Command): void {
     .option("--json", "print the result as JSON");
   addSanOptions(cmd);
   addStateOption(cmd);
-  addPassphraseOption(cmd);
+  addCaKeyOptions(cmd);
   cmd.action(async (profileArg: string, name: string, opts: IssueOpts) => {
     const profile = parseProfile(profileArg);
     const keyType = parseKeyType(opts.keyType);
@@ -163,7 +161,7 @@ export function registerSign(program: Command): void {
     .option("--json", "print the result as JSON");
   addSanOptions(cmd);
   addStateOption(cmd);
-  addPassphraseOption(cmd);
+  addCaKeyOptions(cmd);
   cmd.action(async (csrFile: string, opts: SignOpts) => {
     const profile = parseProfile(opts.profile);
     const csr = await parseCsr(readFileOrThrow(csrFile, "CSR"));

@@ -6,7 +6,15 @@ import { readFileOrThrow, writeFileAtomic } from "../config/files.js";
 import { MtlsError } from "../errors.js";
 import { parseCertificates } from "../pki/certinfo.js";
 import { parseCrls, parseReason } from "../pki/crl.js";
-import { addPassphraseOption, addStateOption, cliActor, out, pathsFrom, type StateOpts } from "./common.js";
+import {
+  addCaKeyOptions,
+  addStateOption,
+  caKeyFrom,
+  cliActor,
+  out,
+  pathsFrom,
+  type StateOpts,
+} from "./common.js";
 
 interface RevokeOpts extends StateOpts {
   reason: string;
@@ -32,13 +40,10 @@ export function registerRevoke(program: Command): void {
       "unspecified",
     );
   addStateOption(cmd);
-  addPassphraseOption(cmd);
+  addCaKeyOptions(cmd);
   cmd.action(async (what: string, opts: RevokeOpts) => {
     const reason = parseReason(opts.reason);
-    const ca = await openCa(
-      pathsFrom(opts),
-      opts.passphraseFile ? { passphraseFile: opts.passphraseFile } : {},
-    );
+    const ca = await openCa(pathsFrom(opts), caKeyFrom(opts));
     try {
       let serials: string[];
       if (existsSync(what) && !/^[0-9a-f:]+$/i.test(what)) {
@@ -78,13 +83,10 @@ export function registerCrl(program: Command): void {
     .option("--root-key <file>", "the offline root key, to re-sign the root CRL")
     .option("--force", "replace an existing --out file");
   addStateOption(cmd);
-  addPassphraseOption(cmd);
+  addCaKeyOptions(cmd);
   cmd.action(async (opts: CrlOpts) => {
     if (opts.der && !opts.out) throw new MtlsError("E_USAGE", "--der needs --out FILE (binary output)");
-    const ca = await openCa(
-      pathsFrom(opts),
-      opts.passphraseFile ? { passphraseFile: opts.passphraseFile } : {},
-    );
+    const ca = await openCa(pathsFrom(opts), caKeyFrom(opts));
     try {
       const crls = await ca.publishCrls(
         cliActor(),

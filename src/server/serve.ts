@@ -75,7 +75,7 @@ export interface CaServeOptions {
   tlsKey?: string;
   /** The module for `tlsKey` (else the URI's module-path, MTLS_PKCS11_MODULE, the CA's ca.pkcs11Module). */
   pkcs11Module?: string;
-  /** The token's user PIN for `tlsKey` (else MTLS_PKCS11_PIN / MTLS_PKCS11_PIN_FILE). */
+  /** The token's user PIN for `tlsKey` and a CA key in a token (else MTLS_PKCS11_PIN / MTLS_PKCS11_PIN_FILE). */
   pinFile?: string;
 }
 
@@ -145,6 +145,8 @@ export async function startCaServer(opts: CaServeOptions): Promise<RunningCaServ
 
   const ca = await openCa(opts.paths, {
     ...(opts.passphraseFile ? { passphraseFile: opts.passphraseFile } : {}),
+    // The same token usually holds the CA key and the HTTPS key: one PIN file serves both.
+    ...(opts.pinFile ? { pinFile: opts.pinFile } : {}),
     env: opts.env ?? process.env,
   });
   const cleanups: (() => Promise<void> | void)[] = [() => ca.store.close()];

@@ -235,6 +235,13 @@ describe("mtls with keys in a PKCS#11 token (SoftHSM2)", () => {
     ]);
     assert.match(revoked.stdout + revoked.stderr, /certificate revoked/);
 
+    // --pin-file instead of the environment, on each command that signs.
+    assertOk(
+      await run_(["issue", "client", "pinfile", "--out", "certs", "--pin-file", pinFile]),
+      "mtls issue --pin-file",
+    );
+    assertOk(await run_(["revoke", "pinfile", "--pin-file", pinFile]), "mtls revoke --pin-file");
+    assertOk(await run_(["crl", "--pin-file", pinFile]), "mtls crl --pin-file");
     assertCliError(await run_(["issue", "client", "nopin", "--out", "certs"]), 1, /needs its PIN/);
     assertCliError(
       await run_(["issue", "client", "badpin", "--out", "certs"], { MTLS_PKCS11_PIN: "nope" }),
