@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { type CertificateAuthority, issueToFiles } from "../ca/index.js";
@@ -158,6 +158,8 @@ export async function ensureServerCert(
     { outDir: files.dir, force: true },
   );
   const certPem = readFileSync(written.cert, "utf8");
+  // Moving to a token key: the software key of the superseded certificate must not stay on disk.
+  if (opts.spki) rmSync(files.key, { force: true });
   const keyPem = opts.spki ? undefined : readFileSync(written.key ?? files.key, "utf8");
   const [leaf] = parseCertificates(certPem);
   if (!leaf) throw new MtlsError("E_IO", `${written.cert} holds no certificate`);
