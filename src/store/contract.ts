@@ -4,6 +4,7 @@ import { sql } from "kysely";
 import { isMtlsError } from "../errors.js";
 import { computeAuditHash, GENESIS_HASH } from "./audit-chain.js";
 import { isDuplicateSerial } from "./conflict.js";
+import { consoleContract } from "./console-contract.js";
 import type { KyselyStore } from "./kysely-store.js";
 import type { CertificateRecord, EnrollmentTokenRecord, Store } from "./types.js";
 
@@ -439,6 +440,54 @@ export function storeContract(
       );
 
       it(
+        "filters by action, pages within the filter, and knows its last seq",
+        withStore(async (store) => {
+          assert.equal(await store.lastAuditSeq(), 0);
+          const actions = ["cert.issue", "cert.revoke", "crl.generate", "cert.revoke", "cert.issue"];
+          const events = [];
+          for (const action of actions) events.push(await store.appendAudit(event(action)));
+          const [i1, r1, c1, r2, i2] = events;
+          assert.equal(await store.lastAuditSeq(), i2?.seq);
+          assert.deepEqual(await store.listAudit({ actions: ["cert.revoke"] }), [r1, r2]);
+          assert.deepEqual(await store.listAudit({ actions: ["cert.revoke"], afterSeq: r1?.seq }), [r2]);
+          assert.deepEqual(await store.listAudit({ actions: ["cert.revoke"], limit: 1 }), [r1]);
+          assert.deepEqual(await store.listAudit({ actions: ["cert.revoke", "crl.generate"] }), [r1, c1, r2]);
+          assert.deepEqual(await store.listAudit({ actions: ["cert.issue"], afterSeq: i1?.seq }), [i2]);
+          assert.deepEqual(await store.listAudit({ actions: ["nothing.like.this"] }), []);
+          assert.deepEqual(await store.listAudit({ actions: [] }), []);
+          // A rolled-back append leaves the last seq where it was.
+          await assert.rejects(
+            store.transaction(async (tx) => {
+              await tx.appendAudit(event("cert.revoke"));
+              throw new Error("roll back");
+            }),
+            /roll back/,
+          );
+          assert.equal(await store.lastAuditSeq(), i2?.seq);
+        }),
+      );
+
+      it(
+        "lists revoked certificates with their names when asked",
+        withStore(async (store) => {
+          const rec = sampleCertificate({
+            name: "carol",
+            issuerSerial: "i9",
+            status: "revoked",
+            revokedAt: at(1),
+            revocationReason: "keyCompromise",
+          });
+          await store.insertCertificate(rec);
+          assert.deepEqual(await store.listRevoked("i9", at(0), { names: true }), [
+            { serial: rec.serial, revokedAt: at(1), reason: "keyCompromise", name: "carol" },
+          ]);
+          assert.deepEqual(await store.listRevoked("i9", at(0)), [
+            { serial: rec.serial, revokedAt: at(1), reason: "keyCompromise" },
+          ]);
+        }),
+      );
+
+      it(
         "verifies an empty log and one longer than a page",
         withStore(async (store) => {
           assert.deepEqual(await store.verifyAudit(), { ok: true, count: 0 });
@@ -617,6 +666,8 @@ export function storeContract(
         }),
       );
     });
+
+    consoleContract(withStore);
 
     describe("counters and settings", () => {
       it(

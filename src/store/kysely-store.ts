@@ -2,6 +2,7 @@ import { AsyncLocalStorage, AsyncResource } from "node:async_hooks";
 import { CompiledQuery, type IsolationLevel, type Kysely, type Transaction } from "kysely";
 import { MtlsError } from "../errors.js";
 import { verifyChainAsync } from "./audit-chain.js";
+import { certificateStats, listAuditPage, searchCertificates } from "./console-queries.js";
 import { KyselyStoreTx } from "./kysely-tx.js";
 import { type CertificatePatch, rowToAuditEvent } from "./rows.js";
 import type { Database } from "./schema.js";
@@ -9,9 +10,13 @@ import { guard, storeError } from "./store-error.js";
 import type {
   AuditEvent,
   AuditEventInput,
+  AuditPageQuery,
   AuditVerification,
   CertificateFilter,
   CertificateRecord,
+  CertificateSearch,
+  CertificateStats,
+  CertificateSummary,
   EnrollmentTokenRecord,
   RevokedEntry,
   Store,
@@ -26,6 +31,12 @@ export interface KyselyStoreOptions {
   onBegin?: (trx: Transaction<Database>) => Promise<void>;
   /** Events read per query by verifyAudit (default 1000). */
   auditPageSize?: number;
+  /**
+   * Runs after every appended audit event inside its transaction (before the commit), e.g. the
+   * PostgreSQL store's `pg_notify` of a revocation, which the server then delivers only if and when
+   * the transaction commits.
+   */
+  afterAppendAudit?: (trx: Kysely<Database>, event: AuditEvent) => Promise<void>;
   /**
    * Group commit, for a database with one connection (SQLite): transactions that queue while one
    * runs share the next transaction and its one commit (one fsync at synchronous=FULL). Each
@@ -67,6 +78,7 @@ export class KyselyStore implements Store {
   readonly #pageSize: number;
   readonly #insideTransaction = new AsyncLocalStorage<true>();
   readonly #groupCommit: boolean;
+  readonly #afterAppendAudit: KyselyStoreOptions["afterAppendAudit"];
   #queue: Member[] = [];
   #draining = false;
   #closed = false;
@@ -78,6 +90,7 @@ export class KyselyStore implements Store {
     this.#onBegin = options.onBegin;
     this.#pageSize = options.auditPageSize ?? 1000;
     this.#groupCommit = options.groupCommit ?? false;
+    this.#afterAppendAudit = options.afterAppendAudit;
   }
 
   /** The underlying Kysely instance, for dialect-specific tooling and tests (e.g. tampering with rows). */
@@ -137,7 +150,7 @@ export class KyselyStore implements Store {
           await this.#onBegin?.(trx);
           return this.#insideTransaction.run(true, async () => {
             try {
-              return await fn(new KyselyStoreTx(trx));
+              return await fn(new KyselyStoreTx(trx, this.#afterAppendAudit));
             } catch (error) {
               thrownByFn = { error };
               throw error;
@@ -179,7 +192,7 @@ export class KyselyStore implements Store {
         .setIsolationLevel(this.#isolationLevel)
         .execute(async (trx) => {
           await this.#onBegin?.(trx);
-          const tx = new KyselyStoreTx(trx);
+          const tx = new KyselyStoreTx(trx, this.#afterAppendAudit);
           while (taken < MAX_GROUP && this.#queue.length > 0) {
             const member = this.#queue.shift() as Member;
             const first = taken++ === 0;
@@ -235,9 +248,13 @@ export class KyselyStore implements Store {
     return this.#ops.findCertificates(filter);
   }
 
-  async listRevoked(issuerSerial: string, notAfterAfter: Date): Promise<RevokedEntry[]> {
+  async listRevoked(
+    issuerSerial: string,
+    notAfterAfter: Date,
+    opts?: { names?: boolean },
+  ): Promise<RevokedEntry[]> {
     this.#assertOutsideTransaction("listRevoked");
-    return this.#ops.listRevoked(issuerSerial, notAfterAfter);
+    return this.#ops.listRevoked(issuerSerial, notAfterAfter, opts);
   }
 
   /** Reads the last hash and inserts in one transaction of its own. */
@@ -280,18 +297,53 @@ export class KyselyStore implements Store {
     return this.#ops.findTokens(filter);
   }
 
-  /** Events with seq > afterSeq (default 0), in seq order; all of them unless `limit` is given. */
-  async listAudit(opts: { afterSeq?: number; limit?: number } = {}): Promise<AuditEvent[]> {
+  /**
+   * Events with seq > afterSeq (default 0), in seq order; all of them unless `limit` is given; with
+   * `actions`, only events of those actions (an empty list matches nothing).
+   */
+  async listAudit(
+    opts: { afterSeq?: number; limit?: number; actions?: string[] } = {},
+  ): Promise<AuditEvent[]> {
     this.#assertOutsideTransaction("listAudit");
-    const { afterSeq = 0, limit } = opts;
+    const { afterSeq = 0, limit, actions } = opts;
     if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) {
       throw new MtlsError("E_BAD_INPUT", `audit list limit must be a positive integer, not ${limit}`);
     }
+    if (actions?.length === 0) return [];
     return guard("could not read the audit log", async () => {
-      let query = this.#db.selectFrom("audit_events").selectAll().where("seq", ">", afterSeq).orderBy("seq");
+      let query = this.#db.selectFrom("audit_events").selectAll().where("seq", ">", afterSeq);
+      if (actions !== undefined) query = query.where("action", "in", actions);
+      query = query.orderBy("seq");
       if (limit !== undefined) query = query.limit(limit);
       return (await query.execute()).map(rowToAuditEvent);
     });
+  }
+
+  /** max(seq): one probe of the primary key's index. */
+  async lastAuditSeq(): Promise<number> {
+    this.#assertOutsideTransaction("lastAuditSeq");
+    return guard("could not read the audit log", async () => {
+      const row = await this.#db
+        .selectFrom("audit_events")
+        .select((eb) => eb.fn.max("seq").as("seq"))
+        .executeTakeFirst();
+      return row?.seq == null ? 0 : Number(row.seq);
+    });
+  }
+
+  async searchCertificates(q: CertificateSearch): Promise<{ rows: CertificateSummary[]; total: number }> {
+    this.#assertOutsideTransaction("searchCertificates");
+    return searchCertificates(this.#db, q);
+  }
+
+  async certificateStats(now: Date, days?: number): Promise<CertificateStats> {
+    this.#assertOutsideTransaction("certificateStats");
+    return certificateStats(this.#db, now, days);
+  }
+
+  async listAuditPage(q: AuditPageQuery): Promise<AuditEvent[]> {
+    this.#assertOutsideTransaction("listAuditPage");
+    return listAuditPage(this.#db, q);
   }
 
   /** Walks the whole chain a page at a time, so memory use does not grow with the log. */

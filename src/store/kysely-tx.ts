@@ -36,7 +36,14 @@ const asList = <T>(value: T | T[] | undefined): T[] | undefined =>
  * `appendAudit` reads and then writes, so it must be called on a transaction (KyselyStore does).
  */
 export class KyselyStoreTx implements StoreTx {
-  constructor(private readonly db: Kysely<Database>) {}
+  /**
+   * `afterAppendAudit` runs right after each appended event, on the same transaction (so whatever it
+   * does commits or rolls back with the event): the PostgreSQL store's NOTIFY of revocations.
+   */
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly afterAppendAudit?: (db: Kysely<Database>, event: AuditEvent) => Promise<void>,
+  ) {}
 
   /**
    * Runs a hot statement without rebuilding and recompiling Kysely's query tree each time, which
@@ -118,16 +125,30 @@ export class KyselyStoreTx implements StoreTx {
     });
   }
 
-  /** Three columns per row and no ORDER BY: the CRL of a large CA reads 100,000 rows in ~0.1 s. */
-  listRevoked(issuerSerial: string, notAfterAfter: Date): Promise<RevokedEntry[]> {
+  /**
+   * Three columns per row and no ORDER BY: the CRL of a large CA reads 100,000 rows in ~0.1 s.
+   * `names` adds the name column (the revocation feed's snapshot), still without PEM or SANs.
+   */
+  listRevoked(
+    issuerSerial: string,
+    notAfterAfter: Date,
+    opts: { names?: boolean } = {},
+  ): Promise<RevokedEntry[]> {
     return guard(`could not list the revoked certificates of ${issuerSerial}`, async () => {
       const after = toIso(notAfterAfter, "notAfterAfter");
+      const names = opts.names === true;
+      const columns: ("serial" | "revoked_at" | "revocation_reason" | "name")[] = [
+        "serial",
+        "revoked_at",
+        "revocation_reason",
+        ...(names ? (["name"] as const) : []),
+      ];
       const { rows } = await this.#hot(
-        "listRevoked",
+        names ? "listRevokedNamed" : "listRevoked",
         () =>
           this.db
             .selectFrom("certificates")
-            .select(["serial", "revoked_at", "revocation_reason"])
+            .select(columns)
             .where("issuer_serial", "=", issuerSerial)
             .where("status", "=", "revoked")
             .where("not_after", ">", after),
@@ -135,11 +156,17 @@ export class KyselyStoreTx implements StoreTx {
       );
       const out: RevokedEntry[] = new Array(rows.length);
       for (let i = 0; i < rows.length; i++) {
-        const r = rows[i] as { serial: string; revoked_at: string | null; revocation_reason: string | null };
+        const r = rows[i] as {
+          serial: string;
+          revoked_at: string | null;
+          revocation_reason: string | null;
+          name?: string;
+        };
         out[i] = {
           serial: r.serial,
           revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at),
           reason: r.revocation_reason as RevocationReason | null,
+          ...(names ? { name: r.name as string } : {}),
         };
       }
       return out;
@@ -192,7 +219,9 @@ export class KyselyStoreTx implements StoreTx {
         () => this.db.insertInto("audit_events").values(row),
         Object.values(row),
       );
-      return { ...event, prevHash, hash };
+      const appended: AuditEvent = { ...event, prevHash, hash };
+      await this.afterAppendAudit?.(this.db, appended);
+      return appended;
     });
   }
 

@@ -3,10 +3,11 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import pg from "pg";
 import { postgresUnavailable, TEST_POSTGRES_URL, testSchemas } from "../../test/fixtures/postgres.js";
 import { isMtlsError } from "../errors.js";
 import { kyselyTamper, sampleCertificate, sampleToken, storeContract } from "./contract.js";
-import { openPostgresStore } from "./postgres.js";
+import { openPostgresStore, withDefaultUser } from "./postgres.js";
 import type { AuditEvent, Store, StoreTx } from "./types.js";
 
 const unavailable = await postgresUnavailable();
@@ -211,6 +212,34 @@ describe("PostgreSQL store", { skip }, () => {
       assert.deepEqual(await (stores[0] as Store).verifyAudit(), { ok: true, count: 5 });
     } finally {
       await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  it("waits for another node's migration longer than its statement timeout", async () => {
+    const url = await schemas.create();
+    const schema = new URL(url).searchParams.get("schema") as string;
+    // Another node migrating: the migration lock (class "mtlt", this schema) held for 1.5 s.
+    const other = new pg.Client({ connectionString: withDefaultUser(TEST_POSTGRES_URL) });
+    other.on("error", () => {});
+    await other.connect();
+    try {
+      await other.query("select pg_advisory_lock($1, hashtext($2))", [0x6d746c74, schema]);
+      const started = Date.now();
+      const release = setTimeout(() => {
+        other.query("select pg_advisory_unlock($1, hashtext($2))", [0x6d746c74, schema]).catch(() => {});
+      }, 1_500);
+      const store = await openPostgresStore(url, { statementTimeoutMs: 300 });
+      clearTimeout(release);
+      try {
+        assert.ok(Date.now() - started >= 1_400, "it waited for the lock");
+        // Statements are bounded again once the migration is over.
+        await store.setSetting("after", "migrate");
+        assert.equal(await store.getSetting("after"), "migrate");
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await other.end().catch(() => {});
     }
   });
 

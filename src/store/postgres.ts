@@ -9,12 +9,13 @@ import {
 } from "kysely";
 import pg from "pg";
 import { MtlsError } from "../errors.js";
-import { KyselyStore } from "./kysely-store.js";
+import { KyselyStore, type KyselyStoreOptions } from "./kysely-store.js";
 import { migrateToLatest } from "./migrations.js";
 import { connectError, queryError } from "./postgres-errors.js";
+import { listenWithReconnect } from "./postgres-listen.js";
 import { checkSchemaName, describePostgresUrl, parsePostgresUrl } from "./postgres-url.js";
 import type { Database } from "./schema.js";
-import type { Store } from "./types.js";
+import type { AuditEvent, RevocationWatch, RevocationWatchState, Store } from "./types.js";
 
 export interface PostgresStoreOptions {
   /** Most connections this process keeps open (default 10, or `?pool=N` in the URL). */
@@ -41,6 +42,8 @@ export interface PostgresStoreOptions {
  */
 const LOCK_CLASS_WRITER = 0x6d746c73;
 const LOCK_CLASS_MIGRATE = 0x6d746c74;
+/** Longest wait for another node's migration before start-up fails. */
+const MIGRATE_LOCK_TIMEOUT_MS = 10 * 60_000;
 
 const DEFAULTS = {
   poolSize: 10,
@@ -69,6 +72,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   const where = describePostgresUrl(url);
   const schema = options.schema ?? fromUrl.schema;
   if (schema !== undefined) checkSchemaName(schema);
+  const applicationName = options.applicationName ?? fromUrl.applicationName ?? DEFAULTS.applicationName;
   const pool = new pg.Pool({
     connectionString: withDefaultUser(fromUrl.connectionString),
     max: options.poolSize ?? fromUrl.poolSize ?? DEFAULTS.poolSize,
@@ -77,7 +81,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     idle_in_transaction_session_timeout:
       options.idleInTransactionTimeoutMs ?? DEFAULTS.idleInTransactionTimeoutMs,
     connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-    application_name: options.applicationName ?? fromUrl.applicationName ?? DEFAULTS.applicationName,
+    application_name: applicationName,
     ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {}),
   });
   // An idle connection the server drops (restart, failover) must not crash the process: the pool
@@ -92,15 +96,77 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     const lockObject = await schemaLockKey(db, where);
     await migrateUnderLock(db, lockObject);
     const writerLock = CompiledQuery.raw(`select pg_advisory_xact_lock(${LOCK_CLASS_WRITER}, ${lockObject})`);
-    return new KyselyStore(db, {
-      isolationLevel: "read committed",
-      onBegin: async (trx) => {
-        await trx.executeQuery(writerLock);
+    const channel = revocationChannel(lockObject);
+    return new PostgresStore(
+      db,
+      {
+        isolationLevel: "read committed",
+        onBegin: async (trx) => {
+          await trx.executeQuery(writerLock);
+        },
+        afterAppendAudit: async (trx, event) => {
+          if (event.action === REVOKE_ACTION) await trx.executeQuery(notifyQuery(channel, event));
+        },
       },
-    });
+      {
+        channel,
+        client: {
+          connectionString: withDefaultUser(fromUrl.connectionString),
+          connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+          application_name: `${applicationName}:listen`,
+        },
+      },
+    );
   } catch (err) {
     await db.destroy().catch(() => {});
     throw err;
+  }
+}
+
+const REVOKE_ACTION = "cert.revoke";
+
+/**
+ * The NOTIFY channel of one schema's revocations: "mtls_revoked_" and the schema's hash (the same
+ * hash the advisory locks use) in hex, so CAs in two schemas of one database do not wake each other.
+ */
+export const revocationChannel = (schemaKey: number): string =>
+  `mtls_revoked_${(schemaKey >>> 0).toString(16).padStart(8, "0")}`;
+
+/** pg_notify inside the revoking transaction: PostgreSQL delivers it at commit, never on rollback. */
+const notifyQuery = (channel: string, event: AuditEvent) =>
+  CompiledQuery.raw("select pg_notify($1, $2)", [channel, String(event.seq)]);
+
+/** The KyselyStore with what only PostgreSQL has: a LISTEN on the schema's revocation channel. */
+class PostgresStore extends KyselyStore {
+  readonly #watches = new Set<RevocationWatch>();
+
+  constructor(
+    db: Kysely<Database>,
+    options: KyselyStoreOptions,
+    private readonly listen: { channel: string; client: pg.ClientConfig },
+  ) {
+    super(db, options);
+  }
+
+  async watchRevocations(
+    onWake: () => void,
+    onState?: (s: RevocationWatchState) => void,
+  ): Promise<RevocationWatch> {
+    const inner = await listenWithReconnect({ ...this.listen, onWake, onState });
+    const watch: RevocationWatch = {
+      close: async () => {
+        this.#watches.delete(watch);
+        await inner.close();
+      },
+    };
+    this.#watches.add(watch);
+    return watch;
+  }
+
+  /** Closes the listening connections too, so a forgotten watch cannot keep the process alive. */
+  override async close(): Promise<void> {
+    await Promise.all([...this.#watches].map((w) => w.close()));
+    await super.close();
   }
 }
 
@@ -142,7 +208,19 @@ async function schemaLockKey(db: Kysely<Database>, where: string): Promise<numbe
  */
 async function migrateUnderLock(db: Kysely<Database>, lockObject: number): Promise<void> {
   await db.connection().execute(async (conn) => {
-    await sql`select pg_advisory_lock(${sql.lit(LOCK_CLASS_MIGRATE)}, ${sql.lit(lockObject)})`.execute(conn);
+    // Waiting for another node's migration, and migrating a large table, may take longer than one
+    // statement may (statement_timeout, 30 s by default, or much less when configured): on this
+    // session only, statements are unbounded and the lock wait is bounded by its own, generous limit.
+    await sql`set statement_timeout = 0`.execute(conn);
+    await sql`set lock_timeout = ${sql.lit(`${MIGRATE_LOCK_TIMEOUT_MS}ms`)}`.execute(conn);
+    try {
+      await sql`select pg_advisory_lock(${sql.lit(LOCK_CLASS_MIGRATE)}, ${sql.lit(lockObject)})`.execute(
+        conn,
+      );
+    } catch (err) {
+      await resetTimeouts(conn);
+      throw err;
+    }
     try {
       await sql`create table if not exists mtls_migration (name varchar(255) not null primary key, timestamp varchar(255) not null)`.execute(
         conn,
@@ -155,8 +233,15 @@ async function migrateUnderLock(db: Kysely<Database>, lockObject: number): Promi
       await sql`select pg_advisory_unlock(${sql.lit(LOCK_CLASS_MIGRATE)}, ${sql.lit(lockObject)})`
         .execute(conn)
         .catch(() => {});
+      await resetTimeouts(conn);
     }
   });
+}
+
+/** Back to the pool's settings (the connection parameters), before the connection is reused. */
+async function resetTimeouts(conn: Kysely<Database>): Promise<void> {
+  await sql`reset statement_timeout`.execute(conn).catch(() => {});
+  await sql`reset lock_timeout`.execute(conn).catch(() => {});
 }
 
 /**

@@ -6,6 +6,7 @@ import type {
   CertificateKind,
   CertificateRecord,
   CertificateStatus,
+  CertificateSummary,
   EnrollmentTokenRecord,
   RevocationReason,
   StoreTx,
@@ -53,6 +54,36 @@ export function certificateToRow(rec: CertificateRecord): CertificatesTable {
 
 export function rowToCertificate(row: CertificatesTable): CertificateRecord {
   return {
+    ...rowToCertificateSummary(row),
+    pem: row.pem,
+    certPath: row.cert_path,
+    keyPath: row.key_path,
+    p12Path: row.p12_path,
+  };
+}
+
+/** The columns of a CertificateSummary: a listing reads neither the PEM nor the file paths. */
+export const SUMMARY_COLUMNS = [
+  "serial",
+  "name",
+  "profile",
+  "subject",
+  "sans",
+  "key_type",
+  "not_before",
+  "not_after",
+  "status",
+  "revoked_at",
+  "revocation_reason",
+  "fingerprint",
+  "issuer_serial",
+  "created_at",
+] as const;
+
+export function rowToCertificateSummary(
+  row: Pick<CertificatesTable, (typeof SUMMARY_COLUMNS)[number]>,
+): CertificateSummary {
+  return {
     serial: row.serial,
     name: row.name,
     profile: row.profile as CertificateKind,
@@ -66,10 +97,6 @@ export function rowToCertificate(row: CertificatesTable): CertificateRecord {
     revocationReason: row.revocation_reason as RevocationReason | null,
     fingerprint: row.fingerprint,
     issuerSerial: row.issuer_serial,
-    pem: row.pem,
-    certPath: row.cert_path,
-    keyPath: row.key_path,
-    p12Path: row.p12_path,
     createdAt: fromIso(row.created_at),
   };
 }

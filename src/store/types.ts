@@ -61,6 +61,8 @@ export interface RevokedEntry {
   serial: string;
   revokedAt: Date | null;
   reason: RevocationReason | null;
+  /** The certificate's name; only when listRevoked() was asked for it (`{ names: true }`). */
+  name?: string;
 }
 
 export interface AuditEventInput {
@@ -121,6 +123,89 @@ export interface TokenFilter {
   used?: boolean;
 }
 
+/**
+ * The admin console's certificate views. `valid`: status valid and notAfter after `now`;
+ * `expiring7`/`expiring30`: valid ones whose notAfter is at most 7/30 days after `now`; `expired`:
+ * status valid and notAfter at or before `now`; `revoked`/`pending`: that status.
+ */
+export type CertificateView =
+  | "all"
+  | "valid"
+  | "expiring7"
+  | "expiring30"
+  | "expired"
+  | "revoked"
+  | "pending";
+
+/** One page of the console's certificate table (searchCertificates). */
+export interface CertificateSearch {
+  /**
+   * Case-insensitive substring of name, subject or a SAN, or a prefix of the serial or the SHA-256
+   * fingerprint (hex, colons ignored). LIKE wildcards in it are literal. Blank: no text filter.
+   */
+  text?: string;
+  /** Default "all". */
+  view?: CertificateView;
+  /** Only these profiles (an empty array matches nothing). */
+  profile?: CertificateKind[];
+  /** Default "name". "status" sorts by the status shown (expired ones as "expired"). Ties: by serial. */
+  sort?: "name" | "notAfter" | "notBefore" | "serial" | "status" | "profile" | "keyType" | "createdAt";
+  /** Default "asc". */
+  direction?: "asc" | "desc";
+  /** Rows to skip (default 0). */
+  offset?: number;
+  /** Rows per page, 1..500. */
+  limit: number;
+  /** The time the views are relative to. */
+  now: Date;
+}
+
+/** A certificate as a listing shows it: no PEM, no file paths. */
+export type CertificateSummary = Omit<CertificateRecord, "pem" | "certPath" | "keyPath" | "p12Path">;
+
+/** What the console's overview shows (certificateStats). */
+export interface CertificateStats {
+  /** Counts as in CertificateView (expiring7 and expiring30 are also counted in valid), plus aborted. */
+  byStatus: {
+    valid: number;
+    expiring7: number;
+    expiring30: number;
+    expired: number;
+    revoked: number;
+    pending: number;
+    aborted: number;
+  };
+  /**
+   * Valid certificates whose notAfter is after `now` and at most `days` days later, per UTC day:
+   * every day from now's through (now + days)'s, oldest first, days without any with count 0.
+   */
+  expiriesByDay: { day: string; count: number }[];
+}
+
+/** A page of the audit log, newest first (listAuditPage). */
+export interface AuditPageQuery {
+  /** Only events with seq below this (the last seq of the previous page). */
+  beforeSeq?: number;
+  /** 1..1000. */
+  limit: number;
+  /** Only events of exactly this actor. */
+  actor?: string;
+  /** Only events of exactly this action. */
+  action?: string;
+}
+
+/** What Store.watchRevocations reports about its listening connection. */
+export interface RevocationWatchState {
+  connected: boolean;
+  /** Why it is not connected (the last failure). */
+  error?: Error;
+}
+
+export interface RevocationWatch {
+  /** Stops listening and retrying; idempotent. */
+  close(): Promise<void>;
+}
+
 /** Operations available inside a transaction; everything commits or nothing does. */
 export interface StoreTx {
   insertCertificate(rec: CertificateRecord): Promise<void>;
@@ -140,7 +225,7 @@ export interface StoreTx {
    * unexpired (notAfter strictly after `notAfterAfter`), in no particular order. A lean read for
    * CRLs of 100,000 entries (no PEM, no SANs).
    */
-  listRevoked(issuerSerial: string, notAfterAfter: Date): Promise<RevokedEntry[]>;
+  listRevoked(issuerSerial: string, notAfterAfter: Date, opts?: { names?: boolean }): Promise<RevokedEntry[]>;
   appendAudit(event: AuditEventInput): Promise<AuditEvent>;
   /** Returns the next value of a named, strictly increasing counter (starts at 1), e.g. "crl:<issuer serial>". */
   nextCounter(name: string): Promise<number>;
@@ -164,7 +249,30 @@ export interface Store extends StoreTx {
    * transactions of all processes (all nodes, on PostgreSQL) one at a time.
    */
   transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
-  listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEvent[]>;
+  /**
+   * Events with seq > afterSeq (default 0), in seq order; all of them unless `limit` is given;
+   * only those whose action is one of `actions` when given (filtered by the database).
+   */
+  listAudit(opts?: { afterSeq?: number; limit?: number; actions?: string[] }): Promise<AuditEvent[]>;
+  /** The seq of the newest audit event (0 when the log is empty). Every smaller seq is committed. */
+  lastAuditSeq(): Promise<number>;
+  /**
+   * PostgreSQL only (SQLite leaves it undefined: callers poll). Calls `onWake` soon after any
+   * process on this database (and schema) commits a `cert.revoke` audit event, and after every
+   * (re)connect of the listening connection, so the caller re-reads the log and catches up on
+   * anything it missed while disconnected. The connection is retried with backoff until close();
+   * `onState` hears each connect and loss.
+   */
+  watchRevocations?(
+    onWake: () => void,
+    onState?: (s: RevocationWatchState) => void,
+  ): Promise<RevocationWatch>;
+  /** The console's certificate table: one page and the number of all matching rows, in SQL. */
+  searchCertificates(q: CertificateSearch): Promise<{ rows: CertificateSummary[]; total: number }>;
+  /** The console's overview counts and expiry chart (`days` default 90, 1..3660). */
+  certificateStats(now: Date, days?: number): Promise<CertificateStats>;
+  /** Audit events newest first, filtered by exact actor and action, paged by seq. */
+  listAuditPage(q: AuditPageQuery): Promise<AuditEvent[]>;
   verifyAudit(): Promise<AuditVerification>;
   close(): Promise<void>;
 }
