@@ -72,10 +72,20 @@ export interface CaSettings {
  * CRL file it rewrites): OcspResponder and CrlPublisher listen, so nothing stale is served.
  */
 export interface CaEvents {
-  /** The certificates revoke() has just revoked, once its transaction committed. */
-  revoked: [records: CertificateRecord[]];
+  /**
+   * The certificates revoke() has just revoked, once its transaction committed; or, with
+   * `origin.foreign`, certificates another process or node revoked, as the revocation feed
+   * (revocation-feed.ts) found them in the audit log.
+   */
+  revoked: [records: CertificateRecord[], origin?: RevokedOrigin];
   /** The CRLs revoke() published next, which list those certificates (not emitted when that failed). */
   crlPublished: [crls: { intermediate: Uint8Array; root: Uint8Array }, revoked: CertificateRecord[]];
+}
+
+/** Where a revocation announced on ca.events was made: absent for this process's own. */
+export interface RevokedOrigin {
+  /** Made by another process or node: no revoke() of this process will publish a CRL for it. */
+  foreign: true;
 }
 
 /** Validity for CRLs the intermediate signs; they are also regenerated on every revocation. */

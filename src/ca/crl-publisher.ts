@@ -1,9 +1,10 @@
 import { readFileSync } from "node:fs";
 import { MtlsError } from "../errors.js";
 import { readCrlHeader } from "../pki/crl-header.js";
+import { indexCrl } from "../pki/crl-index.js";
 import { derBlocks } from "../pki/pem.js";
 import type { CertificateRecord } from "../store/index.js";
-import type { CertificateAuthority, Clock } from "./authority.js";
+import type { CertificateAuthority, Clock, RevokedOrigin } from "./authority.js";
 import { CrlFileWatch, crlBundlePem } from "./crl-watch.js";
 
 /** The CRLs to serve at /crl and /crl/root, DER, with what HTTP caching needs. */
@@ -33,6 +34,13 @@ export interface CrlPublisherOptions {
    * handed out.
    */
   graceMs?: number;
+  /**
+   * The same wait after a revocation another process or node made (ca.events "revoked" with
+   * `origin.foreign`, from the revocation feed), default 250 ms: no revoke() here will publish a CRL
+   * for it, so waiting the full grace would only delay /crl; the short wait lets a burst of them
+   * share one signing.
+   */
+  foreignGraceMs?: number;
   /** Adopt CRLs other processes write to STATE/ca/crl.pem (default true). */
   watchCrlFile?: boolean;
   clock?: Clock;
@@ -56,6 +64,7 @@ export class CrlPublisher {
   private readonly actor: string;
   private readonly fraction: number;
   private readonly graceMs: number;
+  private readonly foreignGraceMs: number;
   private readonly clock: Clock;
   private readonly onError: (err: Error) => void;
   /** Serials revoked here whose CRL has not been adopted yet. */
@@ -69,13 +78,20 @@ export class CrlPublisher {
   private started = false;
   private closed = false;
 
-  private readonly onRevoked = (records: CertificateRecord[]) => {
-    for (const r of records) this.pending.add(r.serial);
+  private readonly onRevoked = (records: CertificateRecord[], origin?: RevokedOrigin) => {
+    // Another process's revocation may already be on the CRLs held: on one machine `mtls revoke`
+    // rewrote crl.pem and the file watch adopted it before the revocation feed found the event.
+    const unlisted = origin?.foreign ? records.filter((r) => !this.lists(r.serial)) : records;
+    if (!unlisted.length) return;
+    for (const r of unlisted) this.pending.add(r.serial);
     if (!this.graceTimer && !this.closed) {
-      this.graceTimer = setTimeout(() => {
-        this.graceTimer = undefined;
-        if (this.pending.size) this.refresh().catch((err) => this.report(err));
-      }, this.graceMs);
+      this.graceTimer = setTimeout(
+        () => {
+          this.graceTimer = undefined;
+          if (this.pending.size) this.refresh().catch((err) => this.report(err));
+        },
+        origin?.foreign ? this.foreignGraceMs : this.graceMs,
+      );
       this.graceTimer.unref();
     }
   };
@@ -103,6 +119,7 @@ export class CrlPublisher {
     if (!(this.fraction > 0 && this.fraction < 1))
       throw new MtlsError("E_USAGE", "refreshFraction must be in (0, 1)");
     this.graceMs = opts.graceMs ?? 2_000;
+    this.foreignGraceMs = opts.foreignGraceMs ?? 250;
     this.clock = opts.clock ?? ca.clock;
     this.onError = opts.onError ?? (() => {});
   }
@@ -237,6 +254,21 @@ export class CrlPublisher {
       this.adopt(intermediate, root);
     } catch (err) {
       this.report(err);
+      return;
+    }
+    // Pending revocations the adopted CRL already lists need no signing here.
+    if (!this.pending.size) return;
+    for (const serial of this.pending) if (this.lists(serial)) this.pending.delete(serial);
+    this.settle();
+  }
+
+  /** Whether the intermediate CRL held lists `serial` (a DER walk: tens of ms for 100,000 entries). */
+  private lists(serial: string): boolean {
+    if (!this.set) return false;
+    try {
+      return indexCrl(this.set.intermediate).entries.has(serial.replace(/^0+(?=.)/, ""));
+    } catch {
+      return false;
     }
   }
 

@@ -15,6 +15,7 @@ export {
   CRL_VALIDITY_MS,
   type Issued,
   type IssueRequest,
+  type RevokedOrigin,
   ROOT_CRL_VALIDITY_MS,
 } from "./authority.js";
 export { CrlPublisher, type CrlPublisherOptions, type PublishedCrls } from "./crl-publisher.js";
@@ -46,6 +47,14 @@ export {
   validateLeafName,
 } from "./profiles.js";
 export { type RenewRequest, renew } from "./renew.js";
+export {
+  type FeedState,
+  RevocationFeed,
+  type RevocationFeedOptions,
+  type RevocationNotice,
+  type RevocationSnapshot,
+  type SnapshotEntry,
+} from "./revocation-feed.js";
 export {
   CA_SETTING_KEYS,
   type CaSettingName,

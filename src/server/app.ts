@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { authenticate, type Caller } from "./auth.js";
 import type { ServerContext } from "./context.js";
 import { errorBody, RateLimitedError, toHttpError } from "./errors.js";
+import { registerFeedRoutes } from "./routes-feed.js";
 import { OCSP_MALFORMED, registerRevocationRoutes } from "./routes-revocation.js";
 import { registerV1Routes } from "./routes-v1.js";
 
@@ -161,6 +162,10 @@ export function buildApp(ctx: ServerContext, opts: BuildAppOptions): FastifyInst
   });
 
   registerRevocationRoutes(app, ctx);
-  if (opts.listener === "api") registerV1Routes(app, ctx);
+  if (opts.listener === "api") {
+    registerV1Routes(app, ctx);
+    // GET /v1/revocations/stream, when the server has a revocation feed (serve.ts).
+    registerFeedRoutes(app, ctx);
+  }
   return app;
 }

@@ -1,4 +1,4 @@
-import type { CertificateAuthority, Issued } from "../ca/index.js";
+import type { CertificateAuthority, Issued, RevocationNotice, RevocationSnapshot } from "../ca/index.js";
 import type { LeafProfile } from "../ca/profiles.js";
 import type { Logger } from "../observe/index.js";
 import type { San } from "../pki/names.js";
@@ -48,6 +48,25 @@ export interface CaServices {
   crls(): Promise<CurrentCrls>;
 }
 
+/** The revocation feed (ca/revocation-feed.ts) as GET /v1/revocations/stream uses it. */
+export interface RevocationSource {
+  on(event: "revocation", listener: (notice: RevocationNotice) => void): unknown;
+  off(event: "revocation", listener: (notice: RevocationNotice) => void): unknown;
+  snapshot(): Promise<RevocationSnapshot>;
+  catchUp(afterSeq: number): AsyncIterable<RevocationNotice>;
+  currentSeq(): Promise<number>;
+}
+
+export interface RevocationStreamOptions {
+  source: RevocationSource;
+  /** A comment line this often on every stream (default 5 s). */
+  heartbeatMs?: number;
+  /** Most streams open at once; more are refused with 503 (default 1000). */
+  maxStreams?: number;
+  /** A live stream whose unsent bytes pass this is cut (default 1 MiB): its client is not reading. */
+  maxBufferedBytes?: number;
+}
+
 /** Everything a request handler needs. */
 export interface ServerContext {
   ca: CertificateAuthority;
@@ -56,4 +75,6 @@ export interface ServerContext {
   limiter: RateLimiter;
   metrics?: ServerMetrics | undefined;
   clock: () => Date;
+  /** GET /v1/revocations/stream, on the API listener, when set. */
+  revocations?: RevocationStreamOptions | undefined;
 }

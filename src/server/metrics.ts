@@ -6,8 +6,11 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
  *   mtls_ca_http_request_seconds{listener,route}          histogram
  *   mtls_ca_rate_limited_total{bucket}                    counter
  *   mtls_ca_ocsp_responses_total{status}                  counter (good, revoked, unknown, malformedRequest, …)
- *   mtls_ca_certificates_issued_total{via}                counter (enroll, renew)
+ *   mtls_ca_certificates_issued_total{via}                counter (enroll, renew, console)
  *   mtls_ca_server_certificate_expiry_seconds             gauge (computed at scrape)
+ *   mtls_ca_revocation_streams                            gauge (open /v1/revocations/stream)
+ *   mtls_ca_revocation_events_sent_total{phase}           counter (snapshot, catchup, live)
+ *   mtls_ca_revocation_notify_up                          gauge (1: PostgreSQL LISTEN up; 0 down or SQLite)
  */
 export interface ServerMetrics {
   requests: Counter<"listener" | "route" | "status">;
@@ -17,6 +20,10 @@ export interface ServerMetrics {
   issued: Counter<"via">;
   /** Reports the API certificate's remaining life at every scrape. */
   watchServerCertificate(notAfter: () => Date | undefined): void;
+  revocationStreams: Gauge;
+  revocationEvents: Counter<"phase">;
+  /** Reports at every scrape whether the revocation feed's LISTEN is up (null: no LISTEN, SQLite). */
+  watchRevocationFeed(listening: () => boolean | null): void;
 }
 
 const byRegistry = new WeakMap<Registry, ServerMetrics>();
@@ -26,6 +33,7 @@ export function serverMetrics(registry: Registry, clock: () => Date = () => new 
   if (existing) return existing;
   const registers = [registry];
   let serverNotAfter: () => Date | undefined = () => undefined;
+  let feedListening: () => boolean | null = () => null;
   const metrics: ServerMetrics = {
     requests: new Counter({
       name: "mtls_ca_http_requests_total",
@@ -54,14 +62,36 @@ export function serverMetrics(registry: Registry, clock: () => Date = () => new 
     }),
     issued: new Counter({
       name: "mtls_ca_certificates_issued_total",
-      help: "Certificates issued through the API, by way (enroll, renew)",
+      help: "Certificates issued through the API, by way (enroll, renew, console)",
       labelNames: ["via"],
       registers,
     }),
     watchServerCertificate(notAfter) {
       serverNotAfter = notAfter;
     },
+    revocationStreams: new Gauge({
+      name: "mtls_ca_revocation_streams",
+      help: "Open revocation streams (GET /v1/revocations/stream)",
+      registers,
+    }),
+    revocationEvents: new Counter({
+      name: "mtls_ca_revocation_events_sent_total",
+      help: "Revocation events sent on revocation streams, by phase (snapshot, catchup, live)",
+      labelNames: ["phase"],
+      registers,
+    }),
+    watchRevocationFeed(listening) {
+      feedListening = listening;
+    },
   };
+  new Gauge({
+    name: "mtls_ca_revocation_notify_up",
+    help: "1 while the revocation feed's PostgreSQL LISTEN connection is up (0 when down, and on SQLite)",
+    registers,
+    collect() {
+      this.set(feedListening() === true ? 1 : 0);
+    },
+  });
   new Gauge({
     name: "mtls_ca_server_certificate_expiry_seconds",
     help: "Seconds until the CA service's own HTTPS certificate expires",

@@ -15,6 +15,7 @@ import {
   isAdmin,
   OcspResponder,
   openCa,
+  RevocationFeed,
   renew,
 } from "../ca/index.js";
 import { resolvePassphrase } from "../config/passphrase.js";
@@ -77,12 +78,20 @@ export interface CaServeOptions {
   pkcs11Module?: string;
   /** The token's user PIN for `tlsKey` and a CA key in a token (else MTLS_PKCS11_PIN / MTLS_PKCS11_PIN_FILE). */
   pinFile?: string;
+  /**
+   * The revocation feed behind GET /v1/revocations/stream: how often it reads the audit log without
+   * a wake-up (default 1 s on SQLite, 5 s on PostgreSQL, where NOTIFY wakes it) and the streams'
+   * heartbeat and limits (defaults 5 s, 1000 streams, 1 MiB unsent per stream).
+   */
+  revocationFeed?: { pollMs?: number; heartbeatMs?: number; maxStreams?: number; maxBufferedBytes?: number };
 }
 
 export interface RunningCaServer {
   ca: CertificateAuthority;
   /** The HTTPS API's bound address and URL. */
   api: ListenAddress & { url: string };
+  /** Every revocation in the store as it happens (what /v1/revocations/stream sends). */
+  revocationFeed: RevocationFeed;
   public?: ListenAddress & { url: string };
   status?: StatusServer;
   /** The API's certificate in use. */
@@ -170,8 +179,26 @@ export async function startCaServer(opts: CaServeOptions): Promise<RunningCaServ
     cleanups.push(() => crl.close());
     await crl.start();
 
+    // After the responder and the publisher: revocations by other processes and nodes reach them
+    // through it (ca.events "revoked" with origin.foreign).
+    const { pollMs, ...streamLimits } = opts.revocationFeed ?? {};
+    const feed = new RevocationFeed(ca, {
+      ...(pollMs !== undefined ? { pollMs } : {}),
+      onError: (err) => logger.error({ err: err.message }, "revocation feed"),
+      onListening: (up, err) =>
+        up
+          ? logger.info("revocation feed: listening for PostgreSQL notifications")
+          : logger.warn(
+              { err: err?.message },
+              "revocation feed: PostgreSQL LISTEN connection lost; polling until it is back",
+            ),
+    });
+    cleanups.push(() => feed.close());
+    await feed.start();
+
     const registry = createRegistry();
     const metrics = serverMetrics(registry, ca.clock);
+    metrics.watchRevocationFeed(() => feed.state().listening);
     const services: CaServices = {
       createToken: (grant, o) => createToken(ca, grant, o),
       enroll: (req) => enroll(ca, req),
@@ -187,6 +214,7 @@ export async function startCaServer(opts: CaServeOptions): Promise<RunningCaServ
       limiter: new RateLimiter({ rate: opts.rateLimit ?? 20 }),
       metrics,
       clock: ca.clock,
+      revocations: { source: feed, ...streamLimits },
     };
 
     const tokenKey = opts.tlsKey ? await openTlsKey(ca, opts) : undefined;
@@ -337,6 +365,7 @@ export async function startCaServer(opts: CaServeOptions): Promise<RunningCaServ
     return {
       ca,
       api: { ...apiBound, url: urlFor("https", apiBound) },
+      revocationFeed: feed,
       ...(pubBound ? { public: { ...pubBound, url: urlFor("http", pubBound) } } : {}),
       ...(status ? { status } : {}),
       serverCertificate: () => cert.leaf,
