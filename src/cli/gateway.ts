@@ -23,6 +23,7 @@ import {
   startStatusServer,
 } from "../observe/index.js";
 import { type AllowFlags, rulesFromFlags } from "../policy/index.js";
+import { feedStreamUrl } from "../tls/index.js";
 import { listenOptions, parseAddress } from "../tunnel/index.js";
 import { addAllowOptions, collect, note } from "./common.js";
 import { serveUntilSignal, statusSuffix } from "./run.js";
@@ -42,6 +43,7 @@ interface GatewayOpts extends AllowFlags {
   crl?: string[];
   ocsp?: boolean;
   ocspRecheck?: string;
+  revocationFeed?: string;
   reloadInterval?: string;
   identityHeaders: string;
   enrollUrl?: string;
@@ -103,6 +105,10 @@ export function registerGateway(program: Command): void {
     .option(
       "--ocsp-recheck <duration>",
       "with --ocsp: re-ask about certificates in use this often (default 30s)",
+    )
+    .option(
+      "--revocation-feed <url>",
+      "follow this CA's revocation feed (https://ca:8443, trusted through --ca): revoked peers lose their connections within seconds; CRL and OCSP still apply while it is down",
     )
     .option("--reload-interval <duration>", "also re-read the certificate files this often (e.g. 1h)")
     .option(
@@ -221,6 +227,8 @@ export function gatewaySpecOf(opts: GatewayOpts): GatewaySpec {
   }
   if (opts.ocspRecheck !== undefined && !opts.ocsp)
     throw new MtlsError("E_USAGE", "--ocsp-recheck goes with --ocsp");
+  // Checked now (one E_USAGE line) rather than when the gateway is built.
+  if (opts.revocationFeed !== undefined) feedStreamUrl(opts.revocationFeed);
   const enrollUrl = enrollUrlOf(opts.enrollUrl);
   return {
     name: opts.listen,
@@ -232,6 +240,7 @@ export function gatewaySpecOf(opts: GatewayOpts): GatewaySpec {
     ...(opts.ocspRecheck !== undefined
       ? { ocspRecheckMs: opts.ocspRecheck === "off" ? 0 : parseDuration(opts.ocspRecheck, "--ocsp-recheck") }
       : {}),
+    ...(opts.revocationFeed !== undefined ? { revocationFeed: opts.revocationFeed } : {}),
     ...(opts.reloadInterval
       ? { reloadIntervalMs: parseDuration(opts.reloadInterval, "--reload-interval") }
       : {}),
@@ -282,6 +291,7 @@ function gatewaySpecOfConfig(g: GatewayConfig): GatewaySpec {
     ...(g.crl.length ? { crl: g.crl } : {}),
     ...(g.ocsp ? { ocsp: true } : {}),
     ...(g.ocspRecheckMs !== undefined ? { ocspRecheckMs: g.ocspRecheckMs } : {}),
+    ...(g.revocationFeed !== undefined ? { revocationFeed: g.revocationFeed } : {}),
     ...(g.reloadIntervalMs ? { reloadIntervalMs: g.reloadIntervalMs } : {}),
     identityHeaders: g.identityHeaders,
     ...(enrollUrl ? { enrollUrl } : {}),

@@ -12,6 +12,7 @@ import {
   startStatusServer,
 } from "../observe/index.js";
 import { type AllowFlags, compilePolicy, rulesFromFlags } from "../policy/index.js";
+import { feedStreamUrl } from "../tls/index.js";
 import {
   type Address,
   type BuiltTunnel,
@@ -41,6 +42,7 @@ interface CommonOpts {
   crl?: string[];
   ocsp?: boolean;
   ocspRecheck?: string;
+  revocationFeed?: string;
   reloadInterval?: string;
   handshakeTimeout: string;
   connectTimeout: string;
@@ -89,6 +91,10 @@ function addCommonOptions(cmd: Command): Command {
     .option(
       "--ocsp-recheck <duration>",
       'with --ocsp: re-ask about peers in use this often, so revocations reach open connections (default 30s; "off": never)',
+    )
+    .option(
+      "--revocation-feed <url>",
+      "follow this CA's revocation feed (https://ca:8443, trusted through --ca): revoked peers lose their connections within seconds; CRL and OCSP still apply while it is down",
     )
     .option("--reload-interval <duration>", "also re-read the certificate files this often (e.g. 1h)")
     .option("--handshake-timeout <duration>", "TLS handshake deadline", TUNNEL_DEFAULTS.handshakeTimeout)
@@ -234,6 +240,7 @@ interface Settings {
   shutdownTimeoutMs: number;
   reloadIntervalMs: number | undefined;
   ocspRecheckMs: number | undefined;
+  revocationFeed: string | undefined;
   status: Address | undefined;
   logLevel: string;
 }
@@ -251,11 +258,18 @@ function settingsOf(opts: CommonOpts): Settings {
       ? parseDuration(opts.reloadInterval, "--reload-interval")
       : undefined,
     ocspRecheckMs: ocspRecheckOf(opts),
+    revocationFeed: opts.revocationFeed !== undefined ? feedUrlOf(opts.revocationFeed) : undefined,
     status: opts.status
       ? parseAddress(opts.status, "--status", { allowPortZero: true, allowAnyHost: true })
       : undefined,
     logLevel: parseLogLevel(opts.logLevel),
   };
+}
+
+/** --revocation-feed: checked now (one E_USAGE line), kept as given. */
+function feedUrlOf(url: string): string {
+  feedStreamUrl(url);
+  return url;
 }
 
 /** --ocsp-recheck: only with --ocsp; "off" or 0 stops re-polling. */
@@ -340,6 +354,7 @@ function commonSpec(opts: CommonOpts, s: Settings, listen: Address) {
     ...(opts.crl?.length ? { crl: opts.crl } : {}),
     ...(opts.ocsp ? { ocsp: true } : {}),
     ...(s.ocspRecheckMs !== undefined ? { ocspRecheckMs: s.ocspRecheckMs } : {}),
+    ...(s.revocationFeed !== undefined ? { revocationFeed: s.revocationFeed } : {}),
     ...(s.reloadIntervalMs ? { reloadIntervalMs: s.reloadIntervalMs } : {}),
     handshakeTimeoutMs: s.handshakeTimeoutMs,
     connectTimeoutMs: s.connectTimeoutMs,

@@ -108,6 +108,8 @@ export interface TunnelConfig {
   ocsp: boolean;
   /** How often OCSP answers of peers in use are re-polled (absent: the checker's default; 0: never). */
   ocspRecheckMs?: number;
+  /** A CA's revocation feed URL (checked in full when the tunnel is built). */
+  revocationFeed?: string;
   settings: TunnelSettings;
   /** Server: the rules of the route to `target`, and of SNI routes without rules of their own. */
   allow?: RuleConfig[];
@@ -264,6 +266,9 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
     const allow = t.allow?.map((r, j) => rule(r, `${path}.allow[${j}]`, fail));
     if (t.ocsp_recheck !== undefined && !t.ocsp) fail(`${path}.ocsp_recheck`, 'goes with "ocsp: true"');
     const ocspRecheck = t.ocsp_recheck !== undefined ? { ocspRecheckMs: t.ocsp_recheck } : {};
+    if (t.revocation_feed !== undefined && !/^https?:\/\/[^/]/i.test(t.revocation_feed))
+      fail(`${path}.revocation_feed`, "expected an https:// URL (the CA service)");
+    const feed = t.revocation_feed !== undefined ? { revocationFeed: t.revocation_feed } : {};
     const targetTls = t.target_tls ? targetTlsOf(t.target_tls, `${path}.target_tls`, file, fail) : undefined;
 
     if (t.mode === "client") {
@@ -279,6 +284,7 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
         crl,
         ocsp: t.ocsp ?? false,
         ...ocspRecheck,
+        ...feed,
         settings,
         sni: [],
         proxyProtocol: false,
@@ -335,6 +341,7 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): MtlsCo
       crl,
       ocsp: t.ocsp ?? false,
       ...ocspRecheck,
+      ...feed,
       settings,
       ...(allow ? { allow } : {}),
       sni,
@@ -632,6 +639,7 @@ export interface GatewayConfig {
   crl: string[];
   ocsp: boolean;
   ocspRecheckMs?: number;
+  revocationFeed?: string;
   routes: GatewayRouteConfig[];
   identityHeaders: "rfc9440" | "xfcc" | "both";
   enrollUrl?: string;
@@ -744,6 +752,8 @@ function gatewayOf(
     };
   });
   if (g.ocsp_recheck !== undefined && !g.ocsp) fail(`${path}.ocsp_recheck`, 'goes with "ocsp: true"');
+  if (g.revocation_feed !== undefined && !/^https?:\/\/[^/]/i.test(g.revocation_feed))
+    fail(`${path}.revocation_feed`, "expected an https:// URL (the CA service)");
   const opt = <K extends string, V>(key: K, v: V | undefined) =>
     (v !== undefined ? { [key]: v } : {}) as { [P in K]?: V };
   return {
@@ -754,6 +764,7 @@ function gatewayOf(
     crl: (g.crl ?? []).map((c) => (/^https?:\/\//i.test(c) ? c : file(c))),
     ocsp: g.ocsp ?? false,
     ...opt("ocspRecheckMs", g.ocsp_recheck),
+    ...opt("revocationFeed", g.revocation_feed),
     routes,
     identityHeaders: g.identity_headers ?? "rfc9440",
     ...opt("enrollUrl", g.enroll_url),

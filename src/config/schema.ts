@@ -196,6 +196,8 @@ export const tunnelSchema = z.strictObject({
   crl: stringList,
   ocsp: z.boolean().optional(),
   ocsp_recheck: duration(true),
+  /** A CA's revocation feed (https://ca…), trusted through the CA file (docs/config.md). */
+  revocation_feed: text.optional(),
   ...settingsShape,
   // server tunnels
   allow: rules.optional(),
@@ -268,6 +270,8 @@ export const gatewaySchema = z.strictObject({
   crl: stringList,
   ocsp: z.boolean().optional(),
   ocsp_recheck: duration(true),
+  /** A CA's revocation feed (https://ca…), trusted through the CA file (docs/config.md). */
+  revocation_feed: text.optional(),
   mode: gatewayMode.optional(),
   allow: gatewayRules.optional(),
   routes: z.array(gatewayRouteSchema).min(1, { error: "the list is empty: give at least one route" }),

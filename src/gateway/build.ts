@@ -3,10 +3,11 @@ import { readFile } from "node:fs/promises";
 import { isIP, type ListenOptions } from "node:net";
 import { createSecureContext } from "node:tls";
 import { MtlsError } from "../errors.js";
-import type { Logger, Registry } from "../observe/index.js";
+import { defaultRegistry, feedMetrics, type Logger, type Registry } from "../observe/index.js";
 import {
   createRevocationChecker,
   loadTlsMaterial,
+  logFeedStatus,
   type RevocationChecker,
   type TlsFiles,
   type TlsMaterial,
@@ -32,6 +33,11 @@ export interface GatewaySpec extends GatewayLimits {
   crl?: string[];
   ocsp?: boolean;
   ocspRecheckMs?: number;
+  /**
+   * A CA's revocation feed (https://ca…): revoked client certificates lose their open connections
+   * within a second or two. Trusted through the gateway's own CA file; down, CRL and OCSP still apply.
+   */
+  revocationFeed?: string;
   /** Also re-read the certificate files this often (they are watched anyway). */
   reloadIntervalMs?: number;
   identityHeaders?: IdentityHeaderFormat;
@@ -62,6 +68,7 @@ export function restartKeyOf(spec: GatewaySpec): string {
     spec.crl ?? [],
     spec.ocsp ?? false,
     spec.ocspRecheckMs,
+    spec.revocationFeed ?? null,
     spec.reloadIntervalMs,
     spec.http2 ?? true,
     spec.handshakeTimeoutMs,
@@ -71,6 +78,8 @@ export function restartKeyOf(spec: GatewaySpec): string {
 /** A gateway with the material and revocation data it holds; stop() closes them too. */
 export class BuiltGateway {
   private current: GatewaySpec;
+  /** Stops reporting the feed's metrics. */
+  private readonly unwatchFeed: () => void;
 
   constructor(
     spec: GatewaySpec,
@@ -78,8 +87,15 @@ export class BuiltGateway {
     private readonly material: TlsMaterial,
     private readonly revocation: RevocationChecker | undefined,
     private readonly log?: Logger,
+    registry?: Registry,
   ) {
     this.current = spec;
+    const checker = revocation;
+    this.unwatchFeed = checker?.feedState
+      ? feedMetrics(registry ?? defaultRegistry()).watch({ component: "gateway", name: gateway.name }, () =>
+          checker.feedState?.(),
+        )
+      : () => undefined;
   }
 
   /** The spec in force (reconfigure() replaces it). */
@@ -148,6 +164,7 @@ export class BuiltGateway {
   }
 
   close(): void {
+    this.unwatchFeed();
     this.material.close();
     this.revocation?.close();
   }
@@ -236,11 +253,24 @@ export async function buildGateway(spec: GatewaySpec, deps: GatewayDeps): Promis
   let revocation: RevocationChecker | undefined;
   try {
     material.watch(spec.reloadIntervalMs ? { intervalMs: spec.reloadIntervalMs } : {});
-    if (spec.crl?.length || spec.ocsp) {
+    const feedUrl = spec.revocationFeed;
+    if (spec.crl?.length || spec.ocsp || feedUrl) {
       revocation = await createRevocationChecker({
         ...(spec.crl?.length ? { crl: spec.crl } : {}),
         ...(spec.ocsp ? { ocsp: true } : {}),
         ...(spec.ocspRecheckMs !== undefined ? { ocspRecheckMs: spec.ocspRecheckMs } : {}),
+        ...(feedUrl
+          ? {
+              feed: {
+                url: feedUrl,
+                // The gateway's own CA file, as reloaded: read at each connection to the feed.
+                anchors: () => material.anchors,
+                onStatus: logFeedStatus(log, feedUrl),
+                onError: (err: Error) =>
+                  log.debug({ err: err.message, feed: feedUrl }, "revocation feed error"),
+              },
+            }
+          : {}),
         onError: (err, source) => log.warn({ err: err.message, source }, "revocation data problem"),
       });
     }
@@ -250,6 +280,7 @@ export async function buildGateway(spec: GatewaySpec, deps: GatewayDeps): Promis
       crl: _crl,
       ocsp: _ocsp,
       ocspRecheckMs: _recheck,
+      revocationFeed: _feed,
       reloadIntervalMs: _reload,
       shutdownTimeoutMs: _shutdown,
       unsafeUpstream: _unsafe,
@@ -265,7 +296,7 @@ export async function buildGateway(spec: GatewaySpec, deps: GatewayDeps): Promis
       ...(deps.verifyPeer ? { verifyPeer: deps.verifyPeer } : {}),
       ...(deps.clock ? { clock: deps.clock } : {}),
     });
-    return new BuiltGateway(spec, gateway, material, revocation, log);
+    return new BuiltGateway(spec, gateway, material, revocation, log, deps.registry);
   } catch (err) {
     material.close();
     revocation?.close();

@@ -1,5 +1,11 @@
 /** Observability: JSON logs (pino), Prometheus metrics (prom-client), the status endpoint, audit lines. */
 export { type AuditIdentity, type ConnectionAuditFields, connectionEvent } from "./audit.js";
+export {
+  type FeedMetricLabels,
+  type FeedMetricSource,
+  type FeedMetrics,
+  feedMetrics,
+} from "./feed-metrics.js";
 export { type FtpMetrics, ftpMetrics } from "./ftp-metrics.js";
 export {
   createLogger,

@@ -3,7 +3,20 @@ export { tlsFilesFromState } from "./from-state.js";
 export { identityFromCert, peerCertificateChain } from "./identity.js";
 export { IssuerBook } from "./issuers.js";
 export { type LoadTlsOptions, loadTlsMaterial } from "./material.js";
-export { createRevocationChecker, type RevocationCheckerOptions } from "./revocation.js";
+export {
+  createRevocationChecker,
+  type RevocationCheckerOptions,
+  type RevocationFeedSpec,
+} from "./revocation.js";
+export {
+  type FeedRevocation,
+  type FeedTransition,
+  feedStreamUrl,
+  logFeedStatus,
+  RevocationFeedClient,
+  type RevocationFeedOptions,
+  type RevocationFeedState,
+} from "./revocation-feed.js";
 export { SwappableMaterial, SwappableRevocation } from "./swappable.js";
 export type {
   PeerVerification,

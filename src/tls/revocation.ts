@@ -15,6 +15,12 @@ import {
   parseOcspResponse,
   sha256Hex,
 } from "../pki/index.js";
+import {
+  type FeedAnchors,
+  type FeedTransition,
+  RevocationFeedClient,
+  type RevocationFeedState,
+} from "./revocation-feed.js";
 import type { RevocationChecker, RevocationState, RevocationStatus } from "./types.js";
 
 export interface RevocationCheckerOptions {
@@ -43,6 +49,25 @@ export interface RevocationCheckerOptions {
   clock?: () => Date;
   /** When the OCSP responder cannot be reached and no other source has data: "good" (soft-fail) instead of "unknown". */
   softFail?: boolean;
+  /**
+   * A CA's revocation feed (revocation-feed.ts), asked before CRLs and OCSP: a revocation it
+   * announces reaches open connections at once ("update"). While it is down, CRLs and OCSP apply as
+   * without it. Never blocks the start: an unreachable feed is retried in the background.
+   */
+  feed?: RevocationFeedSpec;
+}
+
+export interface RevocationFeedSpec {
+  /** https://ca.example:8443 (the stream path is added) or the full stream URL. */
+  url: string;
+  /** Trust anchors for the feed's server certificate: PEM, certificates, or a function (read at each connection). */
+  anchors: FeedAnchors | (() => FeedAnchors);
+  staleAfterMs?: number;
+  maxBackoffMs?: number;
+  /** State changes of the feed, for log lines (connected, down, stale, fresh). */
+  onStatus?: (t: FeedTransition) => void;
+  /** The feed's failures (each message once per outage); default: the checker's onError. */
+  onError?: (err: Error) => void;
 }
 
 const DEFAULTS = {
@@ -58,6 +83,8 @@ const DEFAULTS = {
 /** Cache lifetime of an OCSP answer without nextUpdate. */
 const OCSP_DEFAULT_TTL_MS = 5 * 60_000;
 const WATCH_DEBOUNCE_MS = 100;
+/** Shortest time between two "update"s caused by the revocation feed. */
+const FEED_UPDATE_GAP_MS = 100;
 const MAX_CRL_BYTES = 64 * 1024 * 1024;
 const MAX_OCSP_BYTES = 1024 * 1024;
 const OCSP_RECHECK_CONCURRENCY = 8;
@@ -141,6 +168,7 @@ class Checker extends EventEmitter implements RevocationChecker {
   private readonly timers = new Set<NodeJS.Timeout>();
   private staleTimer: NodeJS.Timeout | undefined;
   private readonly abort = new AbortController();
+  private feed: RevocationFeedClient | undefined;
   private closed = false;
 
   constructor(private readonly opts: RevocationCheckerOptions) {
@@ -161,6 +189,7 @@ class Checker extends EventEmitter implements RevocationChecker {
   // ---------------------------------------------------------------- lifecycle
 
   async start(): Promise<void> {
+    this.startFeed();
     for (const item of this.opts.crl ?? []) {
       this.sources.push(
         isUrl(item)
@@ -180,6 +209,7 @@ class Checker extends EventEmitter implements RevocationChecker {
     if (this.closed) return;
     this.closed = true;
     this.abort.abort();
+    this.feed?.close();
     for (const w of this.watchers) w.close();
     for (const t of this.timers) clearTimeout(t);
     for (const s of this.sources) if (s.timer) clearTimeout(s.timer);
@@ -222,9 +252,61 @@ class Checker extends EventEmitter implements RevocationChecker {
     if (!this.closed) this.emit("update", { source });
   }
 
+  // ---------------------------------------------------------------- feed
+
+  /** Throws E_USAGE for a bad URL; connects in the background. */
+  private startFeed(): void {
+    const spec = this.opts.feed;
+    if (!spec) return;
+    const source = `feed:${spec.url}`;
+    const feed = new RevocationFeedClient({
+      url: spec.url,
+      anchors: spec.anchors,
+      clock: this.clock,
+      onError: spec.onError ?? ((err) => this.report(err, source)),
+      ...(spec.staleAfterMs !== undefined ? { staleAfterMs: spec.staleAfterMs } : {}),
+      ...(spec.maxBackoffMs !== undefined ? { maxBackoffMs: spec.maxBackoffMs } : {}),
+    });
+    // Each "update" makes every holder of open connections re-check all of them, and a snapshot of
+    // thousands of revocations arrives in hundreds of chunks: at most one "update" per
+    // FEED_UPDATE_GAP_MS. A lone live revocation is announced at once (after the chunk that carried
+    // it is parsed: the re-check then sees all of it).
+    let scheduled = false;
+    let last = Number.NEGATIVE_INFINITY;
+    const fire = () => {
+      scheduled = false;
+      last = Date.now();
+      this.changed(source);
+    };
+    feed.on("update", () => {
+      if (scheduled) return;
+      scheduled = true;
+      const wait = last + FEED_UPDATE_GAP_MS - Date.now();
+      if (wait <= 0) queueMicrotask(fire);
+      else this.after(wait, fire);
+    });
+    if (spec.onStatus) feed.on("status", spec.onStatus);
+    this.feed = feed;
+    feed.start();
+  }
+
+  /** The feed's connection state, for metrics (undefined: no feed configured). */
+  feedState(): RevocationFeedState | undefined {
+    return this.feed?.state();
+  }
+
   // ---------------------------------------------------------------- check
 
   async check(leaf: CertInfo, issuer: CertInfo | undefined): Promise<RevocationStatus> {
+    const fed = this.feed?.lookup(leaf.serial, issuer?.serial);
+    if (fed) {
+      return {
+        status: "revoked",
+        source: `feed:${this.feed?.url}`,
+        revokedAt: fed.revokedAt,
+        ...(fed.reason ? { reason: fed.reason } : {}),
+      };
+    }
     if (!issuer) return { status: "unknown", source: "none" };
     const crl = this.crlStatus(leaf, issuer);
     if (crl?.status === "revoked") return crl;

@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { SecureContext, SecureContextOptions } from "node:tls";
 import type { CertInfo } from "../pki/certinfo.js";
+import type { RevocationFeedState } from "./revocation-feed.js";
 import type { RevocationChecker, RevocationStatus, TlsFiles, TlsMaterial } from "./types.js";
 
 /**
@@ -115,6 +116,11 @@ export class SwappableRevocation extends EventEmitter implements RevocationCheck
 
   check(leaf: CertInfo, issuer: CertInfo | undefined): Promise<RevocationStatus> {
     return this.inner ? this.inner.check(leaf, issuer) : Promise.resolve({ ...NONE });
+  }
+
+  /** The feed state of the checker in force (a swap to a checker without a feed: undefined). */
+  feedState(): RevocationFeedState | undefined {
+    return this.inner?.feedState?.();
   }
 
   /** Only while a checker is in force, and as that checker says. */

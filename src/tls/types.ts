@@ -2,6 +2,7 @@ import type { EventEmitter } from "node:events";
 import type { SecureContext, SecureContextOptions, TLSSocket } from "node:tls";
 import type { CertInfo } from "../pki/certinfo.js";
 import type { PeerIdentity } from "../policy/types.js";
+import type { RevocationFeedState } from "./revocation-feed.js";
 
 /** Where an endpoint's TLS material lives: its certificate chain, key, and the CA it trusts. */
 export interface TlsFiles {
@@ -64,6 +65,8 @@ export interface RevocationChecker extends EventEmitter {
    * an empty SwappableRevocation): callers may then read the peer's leaf alone. Absent: it does.
    */
   needsIssuer?(): boolean;
+  /** The revocation feed's connection state, for metrics (undefined or absent: no feed). */
+  feedState?(): RevocationFeedState | undefined;
   close(): void;
 }
 

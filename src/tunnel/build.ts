@@ -1,9 +1,10 @@
 import { MtlsError } from "../errors.js";
-import { defaultRegistry, type Logger, type Registry, tunnelMetrics } from "../observe/index.js";
+import { defaultRegistry, feedMetrics, type Logger, type Registry, tunnelMetrics } from "../observe/index.js";
 import { compilePolicy, type RuleSpec } from "../policy/index.js";
 import {
   createRevocationChecker,
   loadTlsMaterial,
+  logFeedStatus,
   type RevocationChecker,
   SwappableMaterial,
   SwappableRevocation,
@@ -72,6 +73,11 @@ interface CommonSpec {
   ocsp?: boolean;
   /** How often OCSP answers of peers in use are re-polled (default 30 s; 0: never). */
   ocspRecheckMs?: number;
+  /**
+   * A CA's revocation feed (https://ca…): revocations reach open connections within a second or
+   * two. Trusted through the tunnel's own CA file; down or stale, CRL and OCSP still apply.
+   */
+  revocationFeed?: string;
   /** Also re-read the certificate files this often (they are watched anyway). */
   reloadIntervalMs?: number;
   handshakeTimeoutMs?: number;
@@ -124,6 +130,7 @@ const SWAPPABLE = new Set([
   "crl",
   "ocsp",
   "ocspRecheckMs",
+  "revocationFeed",
   "routes",
   "reloadIntervalMs",
   "shutdownTimeoutMs",
@@ -181,7 +188,7 @@ async function filesOf(source: TlsSource): Promise<TlsFiles> {
 const filesKey = (f: TlsFiles, intervalMs: number | undefined) =>
   JSON.stringify([f.cert, f.key, f.ca, intervalMs ?? 0]);
 const revocationKey = (s: TunnelSpec) =>
-  JSON.stringify([s.crl ?? [], s.ocsp ?? false, s.ocspRecheckMs ?? null]);
+  JSON.stringify([s.crl ?? [], s.ocsp ?? false, s.ocspRecheckMs ?? null, s.revocationFeed ?? null]);
 
 interface HeldMaterial {
   key: string;
@@ -201,6 +208,7 @@ export class BuiltTunnel {
   private routeMaterials: Map<string, HeldMaterial>;
   private closed = false;
   private unwatchRoutes: (() => void)[] = [];
+  private readonly unwatchFeed: () => void;
 
   private constructor(
     spec: TunnelSpec,
@@ -217,6 +225,11 @@ export class BuiltTunnel {
     this.revKey = revocationKey(spec);
     this.routeMaterials = routeMaterials;
     this.watchRouteCertificates();
+    // The feed of the checker in force, whichever a reload put there.
+    this.unwatchFeed = feedMetrics(deps.registry ?? defaultRegistry()).watch(
+      { component: "tunnel", name: this.name },
+      () => this.revocation.feedState(),
+    );
   }
 
   /** Seconds to expiry of every per-name certificate, as certificate="leaf:NAME" (the tunnel's own is "leaf"). */
@@ -261,8 +274,8 @@ export class BuiltTunnel {
           routes.push(routeOf(r, policies[i] as Route["policy"], m?.material, t));
         }
       }
-      const checker = await openRevocation(spec, log, opened);
       const material = new SwappableMaterial(inner);
+      const checker = await openRevocation(spec, material, log, opened);
       const revocation = new SwappableRevocation(checker);
       const common = {
         ...(spec.name !== undefined ? { name: spec.name } : {}),
@@ -340,6 +353,7 @@ export class BuiltTunnel {
     if (this.closed) return;
     this.closed = true;
     for (const u of this.unwatchRoutes.splice(0)) u();
+    this.unwatchFeed();
     this.material.close();
     this.revocation.close();
     for (const m of this.routeMaterials.values()) m.material.close();
@@ -377,7 +391,10 @@ export class BuiltTunnel {
       const material =
         key === this.materialKey ? undefined : await openMaterial(files, next.reloadIntervalMs, log, opened);
       const revKey = revocationKey(next);
-      const checker = revKey === this.revKey ? undefined : { value: await openRevocation(next, log, opened) };
+      const checker =
+        revKey === this.revKey
+          ? undefined
+          : { value: await openRevocation(next, this.material, log, opened) };
       const routeMaterials = new Map<string, HeldMaterial>();
       const routes: Route[] = [];
       if (next.mode === "server") {
@@ -544,16 +561,33 @@ async function routeMaterial(
   return held;
 }
 
+/**
+ * The revocation checker of a spec. A feed trusts the anchors of `material` as they are at each
+ * connection (the tunnel's own CA file, reloaded with it); its state changes are logged.
+ */
 async function openRevocation(
   spec: TunnelSpec,
+  material: TlsMaterial,
   log: Logger,
   opened: Opened,
 ): Promise<RevocationChecker | undefined> {
-  if (!spec.crl?.length && !spec.ocsp) return undefined;
+  if (!spec.crl?.length && !spec.ocsp && !spec.revocationFeed) return undefined;
+  const feedUrl = spec.revocationFeed;
   const checker = await createRevocationChecker({
     ...(spec.crl?.length ? { crl: spec.crl } : {}),
     ...(spec.ocsp ? { ocsp: true } : {}),
     ...(spec.ocspRecheckMs !== undefined ? { ocspRecheckMs: spec.ocspRecheckMs } : {}),
+    ...(feedUrl
+      ? {
+          feed: {
+            url: feedUrl,
+            anchors: () => material.anchors,
+            onStatus: logFeedStatus(log, feedUrl),
+            // Each failure is in the "down" line already; the details stay at debug level.
+            onError: (err: Error) => log.debug({ err: err.message, feed: feedUrl }, "revocation feed error"),
+          },
+        }
+      : {}),
     onError: (err, source) => log.warn({ err: err.message, source }, "revocation data problem"),
   });
   opened.checkers.push(checker);

@@ -41,6 +41,7 @@ export function tunnelSpecsFromConfig(config: MtlsConfig): TunnelSpec[] {
       ...(t.crl.length ? { crl: t.crl } : {}),
       ...(t.ocsp ? { ocsp: true } : {}),
       ...(t.ocspRecheckMs !== undefined ? { ocspRecheckMs: t.ocspRecheckMs } : {}),
+      ...(t.revocationFeed !== undefined ? { revocationFeed: t.revocationFeed } : {}),
       ...(t.settings.reloadIntervalMs ? { reloadIntervalMs: t.settings.reloadIntervalMs } : {}),
       handshakeTimeoutMs: t.settings.handshakeTimeoutMs,
       connectTimeoutMs: t.settings.connectTimeoutMs,
