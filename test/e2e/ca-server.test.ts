@@ -16,47 +16,21 @@ import tls from "node:tls";
 import Database from "better-sqlite3";
 import {
   assertOk,
-  type Background,
-  CLI,
+  type CaServe,
   mtls,
   type RunResult,
   requireTool,
   run,
-  startBackground,
+  startCaServe,
   tempDir,
   withTimeout,
 } from "./helpers.js";
 
-interface Served {
-  bg: Background;
-  api: string;
-  pub: string;
-  stdout: string;
-}
-
-/** Starts `mtls ca serve ARGS` on free loopback ports and waits for its banner. */
+/** `mtls ca serve ARGS` on free loopback ports (helpers.ts), and what it printed when ready. */
+type Served = CaServe & { stdout: string };
 async function serve(cwd: string, args: string[]): Promise<Served> {
-  const bg = await startBackground(
-    process.execPath,
-    [
-      CLI,
-      "ca",
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-      "--public-listen",
-      "127.0.0.1:0",
-      "--log-level",
-      "warn",
-      ...args,
-    ],
-    { cwd, ready: /Stop with Ctrl-C/, timeoutMs: 30_000 },
-  );
-  const m = /CA service: (https:\/\/127\.0\.0\.1:\d+) \(API, mTLS\), (http:\/\/127\.0\.0\.1:\d+)/.exec(
-    bg.output(),
-  );
-  assert.ok(m?.[1] && m[2], bg.output());
-  return { bg, api: m[1], pub: m[2], stdout: bg.output() };
+  const srv = await startCaServe(cwd, args);
+  return { ...srv, stdout: srv.bg.output() };
 }
 
 interface CurlResult extends RunResult {

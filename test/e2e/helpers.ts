@@ -265,3 +265,40 @@ export async function listJson(
   );
   return JSON.parse(res.stdout) as ListRow[];
 }
+
+/** A running `mtls ca serve`: the HTTPS API's and the public (CRL, OCSP) listener's URLs. */
+export interface CaServe {
+  bg: Background;
+  /** https://127.0.0.1:PORT (the API, mTLS) */
+  api: string;
+  /** http://127.0.0.1:PORT (/crl, /ocsp, /healthz) */
+  pub: string;
+}
+
+/** Starts `mtls ca serve ARGS` on free loopback ports in `cwd` and waits (30 s at most) for its banner. */
+export async function startCaServe(cwd: string, args: string[]): Promise<CaServe> {
+  const bg = await startBackground(
+    process.execPath,
+    [
+      CLI,
+      "ca",
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+      "--public-listen",
+      "127.0.0.1:0",
+      "--log-level",
+      "warn",
+      ...args,
+    ],
+    { cwd, ready: /Stop with Ctrl-C/, timeoutMs: 30_000 },
+  );
+  const m = /CA service: (https:\/\/127\.0\.0\.1:\d+) \(API, mTLS\), (http:\/\/127\.0\.0\.1:\d+)/.exec(
+    bg.output(),
+  );
+  if (!m?.[1] || !m[2]) {
+    await bg.stop();
+    throw new Error(`mtls ca serve printed no listening addresses:\n${bg.output()}`);
+  }
+  return { bg, api: m[1], pub: m[2] };
+}
