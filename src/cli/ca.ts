@@ -117,6 +117,8 @@ function registerServe(ca: Command): void {
         out(
           `  for browsers: ${shown(admin.p12)}${admin.p12Password ? ` (password in ${shown(admin.p12Password)})` : ""}`,
         );
+      // The console (docs/console.md) opens for a browser that has imported that PKCS#12.
+      if (admin.p12) out(`  console:      ${server.api.url}/admin`);
       out("Try it (lists the certificates, as the admin):");
       out(
         `  curl --cacert ${shown(paths.rootCert)} --cert ${shown(admin.cert)} --key ${shown(admin.key)} ${server.api.url}/v1/certificates`,

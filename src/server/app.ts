@@ -6,6 +6,8 @@ import { errorBody, RateLimitedError, toHttpError } from "./errors.js";
 import { registerFeedRoutes } from "./routes-feed.js";
 import { OCSP_MALFORMED, registerRevocationRoutes } from "./routes-revocation.js";
 import { registerV1Routes } from "./routes-v1.js";
+import { redactPath } from "./ui/redact.js";
+import { registerUiRoutes } from "./ui/routes.js";
 
 /** The largest request body accepted (413 E_TOO_LARGE beyond). */
 export const BODY_LIMIT = 64 * 1024;
@@ -76,7 +78,8 @@ function describe(err: unknown): Record<string, unknown> {
 
 /** The path without the query string, bounded for the log. */
 export function pathOf(req: FastifyRequest): string {
-  const path = req.url.split("?")[0] ?? "";
+  // Enrollment links carry their secret in the path: it never reaches the log (ui/redact.ts).
+  const path = redactPath(req.url.split("?")[0] ?? "");
   return path.length > 200 ? `${path.slice(0, 197)}...` : path;
 }
 
@@ -166,6 +169,8 @@ export function buildApp(ctx: ServerContext, opts: BuildAppOptions): FastifyInst
     registerV1Routes(app, ctx);
     // GET /v1/revocations/stream, when the server has a revocation feed (serve.ts).
     registerFeedRoutes(app, ctx);
+    // The admin console, the enrollment portal and /check: browsers on the mTLS listener only.
+    registerUiRoutes(app, ctx);
   }
   return app;
 }
