@@ -7,6 +7,7 @@ import { after, before, describe, it } from "node:test";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { command, type FakeFtp, FtpReplyReader, startFakeFtp } from "../../test/fixtures/ftp.js";
 import { createTestPki, type IssuedFiles, type TestPki } from "../../test/fixtures/pki.js";
+import { until, within } from "../../test/fixtures/wait.js";
 import { type ConnectionAuditFields, Registry } from "../observe/index.js";
 import { makeSan } from "../pki/names.js";
 import { compilePolicy, rulesFromFlags } from "../policy/index.js";
@@ -37,24 +38,6 @@ const cleanups: (() => unknown)[] = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 

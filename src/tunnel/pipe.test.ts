@@ -5,6 +5,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { after, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { createTestPki } from "../../test/fixtures/pki.js";
+import { within } from "../../test/fixtures/wait.js";
 import type { ConnectionAuditFields } from "../observe/index.js";
 import { Registry } from "../observe/index.js";
 import { makeSan } from "../pki/names.js";
@@ -66,16 +67,6 @@ function collect(s: Socket): Promise<string> {
 }
 
 /** Fails the test instead of hanging when something never happens. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
-
 const cleanups: (() => void)[] = [];
 after(() => {
   for (const c of cleanups) c();

@@ -15,6 +15,7 @@ import {
   startFeedServer,
 } from "../../test/fixtures/feed.js";
 import { createTestPki, type IssuedFiles, type TestPki } from "../../test/fixtures/pki.js";
+import { until, within } from "../../test/fixtures/wait.js";
 import { parseConfig } from "../config/load.js";
 import { statePaths } from "../config/state.js";
 import { isMtlsError } from "../errors.js";
@@ -56,24 +57,6 @@ after(async () => {
   echo?.close();
   await pki?.close();
 });
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 function captureLogs(): { logger: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];

@@ -9,6 +9,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { after, before, describe, it } from "node:test";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { createTestPki, type IssuedFiles, type TestPki } from "../../test/fixtures/pki.js";
+import { until, within } from "../../test/fixtures/wait.js";
 import type { ConnectionAuditFields } from "../observe/index.js";
 import { Registry } from "../observe/index.js";
 import { makeSan } from "../pki/names.js";
@@ -70,24 +71,6 @@ after(async () => {
   for (const s of services) s.close();
   await pki?.close();
 });
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 interface Handle {
   tunnel: TunnelServer;

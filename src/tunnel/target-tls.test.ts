@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createServer, type Server, type TLSSocket, connect as tlsConnect } from "node:tls";
 import { createTestPki, type IssuedFiles, type TestPki } from "../../test/fixtures/pki.js";
+import { within } from "../../test/fixtures/wait.js";
 import { parseConfig } from "../config/load.js";
 import { type ConnectionAuditFields, Registry, silentLogger } from "../observe/index.js";
 import { type CertInfo, parseCertificate } from "../pki/certinfo.js";
@@ -55,16 +56,6 @@ after(async () => {
   for (const c of cleanups.reverse()) await c();
   await pki?.close();
 });
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
 
 interface Backend {
   address: Address;

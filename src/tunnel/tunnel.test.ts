@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type TLSSocket, connect as tlsConnect } from "node:tls";
+import { until, within } from "../../test/fixtures/wait.js";
 import { type CertificateAuthority, initCa, issueToFiles, openCa } from "../ca/index.js";
 import { type StatePaths, statePaths } from "../config/state.js";
 import { type ConnectionAuditFields, createLogger, type Logger, Registry } from "../observe/index.js";
@@ -82,16 +83,6 @@ after(async () => {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
-}
 
 async function material(name: string): Promise<TlsMaterial> {
   const f = files[name];
@@ -224,14 +215,6 @@ async function metric(
   const { values } = await m.get();
   const hit = values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val));
   return hit?.value ?? 0;
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /** A direct TLS client to the tunnel server, optionally with a client certificate. */
