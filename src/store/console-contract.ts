@@ -362,6 +362,9 @@ export function consoleContract(
           cert({ notAfter: fromNow(2), status: "pending" }),
           cert({ notAfter: fromNow(2), status: "aborted" }),
           cert({ notAfter: fromNow(2), status: "aborted" }),
+          // The CA's own certificates are shown apart on the overview: not counted, not charted.
+          cert({ notAfter: fromNow(5), profile: "ca-intermediate" }),
+          cert({ notAfter: fromNow(6), profile: "ca-root" }),
         ]);
         const stats = await store.certificateStats(NOW);
         assert.deepEqual(stats.byStatus, {

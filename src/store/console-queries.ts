@@ -297,6 +297,12 @@ export function searchCertificates(
  * counts by stored status, then the valid ones split at now, +7 and +30 days; and the chart, a
  * GROUP BY of notAfter's date over the valid certificates expiring within `days`.
  */
+/**
+ * The CA's own root and intermediate are not counted: the overview shows them apart, with their own
+ * expiry. Every certificate they issued is (leaves, the OCSP responder's, the service's HTTPS one).
+ */
+const CA_PROFILES = ["ca-root", "ca-intermediate"];
+
 export function certificateStats(db: Kysely<Database>, now: Date, days = 90): Promise<CertificateStats> {
   if (!isCount(days, 1, MAX_STATS_DAYS)) {
     throw new MtlsError(
@@ -312,6 +318,7 @@ export function certificateStats(db: Kysely<Database>, now: Date, days = 90): Pr
     const byStoredStatus = db
       .selectFrom("certificates")
       .select((eb) => ["status", eb.fn.countAll<number | string>().as("n")])
+      .where("profile", "not in", CA_PROFILES)
       .groupBy("status")
       .execute();
     const soon = db
@@ -324,6 +331,7 @@ export function certificateStats(db: Kysely<Database>, now: Date, days = 90): Pr
         sql<number | string | null>`sum(case when not_after > ${nowIso} then 1 else 0 end)`.as("in30"),
       ])
       .where("status", "=", "valid")
+      .where("profile", "not in", CA_PROFILES)
       .where("not_after", "<=", in30)
       .executeTakeFirstOrThrow();
     const day = sql<string>`substr(not_after, 1, 10)`;
@@ -331,6 +339,7 @@ export function certificateStats(db: Kysely<Database>, now: Date, days = 90): Pr
       .selectFrom("certificates")
       .select([day.as("day"), (eb) => eb.fn.countAll<number | string>().as("n")])
       .where("status", "=", "valid")
+      .where("profile", "not in", CA_PROFILES)
       .where("not_after", ">", nowIso)
       .where("not_after", "<=", endIso)
       .groupBy(day)

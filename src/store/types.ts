@@ -163,7 +163,7 @@ export interface CertificateSearch {
 /** A certificate as a listing shows it: no PEM, no file paths. */
 export type CertificateSummary = Omit<CertificateRecord, "pem" | "certPath" | "keyPath" | "p12Path">;
 
-/** What the console's overview shows (certificateStats). */
+/** What the console's overview shows (certificateStats): every certificate but the CA's own root and intermediate. */
 export interface CertificateStats {
   /** Counts as in CertificateView (expiring7 and expiring30 are also counted in valid), plus aborted. */
   byStatus: {
