@@ -31,8 +31,9 @@ import assert from "node:assert/strict";
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { openSqliteStore } from "../../src/store/sqlite.js";
+import { CHROMIUM, startBrowser, trustRootInNss } from "./browser.js";
 import {
   assertOk,
   type Background,
@@ -46,7 +47,6 @@ import {
 } from "./helpers.js";
 import { stopChild, waitFor } from "./peers.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const NO_CHROMIUM = existsSync(CHROMIUM)
   ? undefined
   : `${CHROMIUM} is absent: the browser end-to-end test of the console did not run (CI installs Debian's chromium)`;
@@ -79,67 +79,7 @@ const flow: {
 } = {};
 
 // ---------------------------------------------------------------------------------------------
-// Browser plumbing (the same arrangement as gateway-browser.test.ts; see the header).
-
-const BROWSER_SERVER = `
-const { chromium } = require("playwright-core");
-chromium.launchServer(JSON.parse(process.env.MTLS_E2E_LAUNCH)).then(
-  (s) => console.log("browser server on " + s.wsEndpoint()),
-  (e) => { console.error(e.message); process.exit(1); },
-);`;
-
-async function startBrowser(home: string, rootCert: string): Promise<Browser> {
-  const launch = {
-    executablePath: CHROMIUM,
-    headless: true,
-    host: "127.0.0.1",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    env: { ...process.env, HOME: home },
-  };
-  const bg = await startBackground(
-    "env",
-    [
-      `SSL_CERT_FILE=${rootCert}`,
-      `MTLS_E2E_LAUNCH=${JSON.stringify(launch)}`,
-      process.execPath,
-      "--use-openssl-ca",
-      "-e",
-      BROWSER_SERVER,
-    ],
-    { cwd: REPO_ROOT, ready: /browser server on ws:\/\/\S+\n/, timeoutMs: 30_000 },
-  );
-  running.push({ stop: () => stopChild(bg.child, 5_000) });
-  const ws = /browser server on (ws:\/\/\S+)\n/.exec(bg.output())?.[1] as string;
-  return chromium.connect(ws, { timeout: 30_000 });
-}
-
-async function trustRootInNss(home: string, rootCert: string): Promise<void> {
-  const db = join(home, ".pki", "nssdb");
-  mkdirSync(db, { recursive: true });
-  assertOk(await run("certutil", ["-N", "-d", `sql:${db}`, "--empty-password"]), "certutil -N");
-  assertOk(
-    await run("certutil", [
-      "-A",
-      "-d",
-      `sql:${db}`,
-      "-n",
-      "mtls console e2e root",
-      "-t",
-      "C,,",
-      "-i",
-      rootCert,
-    ]),
-    "certutil -A",
-  );
-}
+// Browser plumbing (test/e2e/browser.ts starts Chromium; see the header).
 
 /** A context that presents `p12` (path, password) to the service, or nothing. */
 function newContext(p12?: { path: string; password: string }): Promise<BrowserContext> {
@@ -241,8 +181,10 @@ before(async () => {
 
   const rootCert = join(state, "ca", "root.crt");
   const home = join(dir, "home");
-  await trustRootInNss(home, rootCert);
-  browser = await startBrowser(home, rootCert);
+  await trustRootInNss(home, rootCert, "mtls console e2e root");
+  const started = await startBrowser(home, rootCert);
+  running.push(started);
+  browser = started.browser;
 });
 
 after(async () => {

@@ -26,11 +26,11 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
-import { assertOk, CLI, mtls, REPO_ROOT, requireTool, run, startBackground, tempDir } from "./helpers.js";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { CHROMIUM, startBrowser, trustRootInNss } from "./browser.js";
+import { assertOk, CLI, mtls, REPO_ROOT, requireTool, startBackground, tempDir } from "./helpers.js";
 import { PASSPHRASE_ENV, sha256, stopChild, TestCa, type Tunnel, waitFor } from "./peers.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const NO_CHROMIUM = existsSync(CHROMIUM)
   ? undefined
   : `${CHROMIUM} is absent: the browser end-to-end test of the gateway did not run (CI installs Debian's chromium)`;
@@ -170,73 +170,6 @@ function startUpstream(): Promise<Server> {
 // ---------------------------------------------------------------------------------------------
 // The browser: a Playwright browser server in a child process (see the header) and Chromium.
 
-/**
- * Started by `node -e` so that its trust store (read once at start) is the test's CA; prints the
- * WebSocket endpoint the test connects to.
- */
-const BROWSER_SERVER = `
-const { chromium } = require("playwright-core");
-chromium.launchServer(JSON.parse(process.env.MTLS_E2E_LAUNCH)).then(
-  (s) => console.log("browser server on " + s.wsEndpoint()),
-  (e) => { console.error(e.message); process.exit(1); },
-);`;
-
-async function startBrowser(home: string): Promise<Browser> {
-  const launch = {
-    executablePath: CHROMIUM,
-    headless: true,
-    host: "127.0.0.1",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    // Chromium reads its NSS database (the trusted CA) from $HOME/.pki/nssdb.
-    env: { ...process.env, HOME: home },
-  };
-  const bg = await startBackground(
-    "env",
-    [
-      `SSL_CERT_FILE=${ca.files("gateway").ca}`,
-      `MTLS_E2E_LAUNCH=${JSON.stringify(launch)}`,
-      process.execPath,
-      "--use-openssl-ca",
-      "-e",
-      BROWSER_SERVER,
-    ],
-    { cwd: REPO_ROOT, ready: /browser server on ws:\/\/\S+\n/, timeoutMs: 30_000 },
-  );
-  // SIGTERM: Playwright closes Chromium before it exits.
-  running.push({ stop: () => stopChild(bg.child, 5_000) });
-  const ws = /browser server on (ws:\/\/\S+)\n/.exec(bg.output())?.[1] as string;
-  return chromium.connect(ws, { timeout: 30_000 });
-}
-
-/** An NSS database in HOME/.pki/nssdb where the CA is a trusted root for servers. */
-async function trustCaInNss(home: string): Promise<void> {
-  const db = join(home, ".pki", "nssdb");
-  mkdirSync(db, { recursive: true });
-  assertOk(await run("certutil", ["-N", "-d", `sql:${db}`, "--empty-password"]), "certutil -N");
-  assertOk(
-    await run("certutil", [
-      "-A",
-      "-d",
-      `sql:${db}`,
-      "-n",
-      "Acme E2E Root CA",
-      "-t",
-      "C,,",
-      "-i",
-      ca.files("gateway").ca,
-    ]),
-    "certutil -A",
-  );
-}
-
 /** Requests and upgrades the upstream got, favicon fetches (which the browser times itself) left out. */
 const reached = () => seen.filter((s) => s.path !== "/favicon.ico").length;
 
@@ -324,8 +257,10 @@ before(async () => {
   gw = { bg, port: Number(m[1]) };
 
   const home = join(dir, "home");
-  await trustCaInNss(home);
-  browser = await startBrowser(home);
+  await trustRootInNss(home, ca.files("gateway").ca, "Acme E2E Root CA");
+  const started = await startBrowser(home, ca.files("gateway").ca);
+  running.push(started);
+  browser = started.browser;
 });
 
 after(async () => {
