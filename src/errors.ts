@@ -43,6 +43,11 @@ export const ERROR_CODES = {
   E_PKCS11_PIN: "wrong or missing PKCS#11 PIN",
   E_PKCS11_LOCKED: "the PKCS#11 token's user PIN is locked (too many wrong PINs)",
   E_PKCS11_KEY: "no key matches the PKCS#11 URI, or it is of the wrong type",
+  E_TLS: "the TLS connection failed: a fatal alert was sent or received, or the peer broke the protocol",
+  E_TLS_CERT: "the server's certificate failed verification (other CA, expired, wrong name, bad signature)",
+  E_RELAY: "the WebSocket relay refused the session, or the session to its target was lost",
+  E_KEYSTORE: "the browser key store failed, or holds no such key",
+  E_HTTP_PROTOCOL: "the HTTP message over the TLS stream was malformed or too large",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

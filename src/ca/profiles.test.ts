@@ -143,7 +143,7 @@ describe("leafExtensions", () => {
     const { info, der } = await asCert({ publicUrl: "https://ca.acme.test:8443/" });
     assert.deepEqual([...info.crlUrls], ["https://ca.acme.test:8443/crl"]);
     assert.deepEqual([...info.ocspUrls], ["https://ca.acme.test:8443/ocsp"]);
-    const aia = new X509Certificate(der).getExtension(AuthorityInfoAccessExtension);
+    const aia = new X509Certificate(der as BufferSource).getExtension(AuthorityInfoAccessExtension);
     assert.deepEqual(
       aia?.caIssuers.map((g) => g.value),
       ["https://ca.acme.test:8443/ca/intermediate.crt"],

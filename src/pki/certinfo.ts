@@ -81,7 +81,7 @@ function describeKey(spki: Uint8Array): string {
 export function parseCertificate(der: Uint8Array): CertInfo {
   let cert: X509Certificate;
   try {
-    cert = new X509Certificate(der);
+    cert = new X509Certificate(der as BufferSource);
   } catch (err) {
     throw new MtlsError("E_BAD_INPUT", "malformed certificate", { cause: err });
   }

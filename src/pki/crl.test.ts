@@ -123,8 +123,8 @@ describe("buildCrl → parseCrls", () => {
 
   test("the signature verifies with the issuer's key", async () => {
     const der = await buildCrl(template(), signer);
-    const crl = new X509Crl(der);
-    const issuer = await import("@peculiar/x509").then((m) => new m.X509Certificate(ca.der));
+    const crl = new X509Crl(der as BufferSource);
+    const issuer = await import("@peculiar/x509").then((m) => new m.X509Certificate(ca.der as BufferSource));
     assert.ok(await crl.verify({ publicKey: issuer.publicKey }));
   });
 

@@ -35,7 +35,7 @@ export async function parseCsr(data: Uint8Array | string): Promise<CsrInfo> {
   );
   let csr: Pkcs10CertificateRequest;
   try {
-    csr = new Pkcs10CertificateRequest(der as Uint8Array);
+    csr = new Pkcs10CertificateRequest(der as BufferSource);
   } catch (err) {
     throw new MtlsError("E_BAD_CSR", "malformed certificate signing request", { cause: err });
   }

@@ -18,7 +18,7 @@ import { spkiOf } from "./keys.js";
 
 const hex = (u: Uint8Array) => Buffer.from(u).toString("hex");
 const parse = <T>(der: Uint8Array, cls: abstract new (...args: never[]) => T): T => {
-  const e = ExtensionFactory.create(der);
+  const e = ExtensionFactory.create(der as BufferSource);
   assert.ok(e instanceof cls, `expected ${cls.name}, got ${e.constructor.name}`);
   return e as T;
 };

@@ -192,7 +192,7 @@ describe("makeSan / parseSan / formatSan", () => {
 });
 
 describe("buildName", () => {
-  const rdnTypes = (der: Uint8Array) => new Name(der).toJSON().map((rdn) => Object.keys(rdn));
+  const rdnTypes = (der: Uint8Array) => new Name(der as BufferSource).toJSON().map((rdn) => Object.keys(rdn));
 
   test("orders C, O, OU…, CN (most significant first)", () => {
     const der = buildName({

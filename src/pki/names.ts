@@ -168,5 +168,5 @@ function escapeRdnValue(value: string): string {
 }
 
 export function nameToString(der: Uint8Array): string {
-  return new Name(der).toString();
+  return new Name(der as BufferSource).toString();
 }

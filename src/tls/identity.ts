@@ -25,7 +25,7 @@ export function identityFromCert(info: CertInfo): PeerIdentity {
 }
 
 function buildIdentity(info: CertInfo): PeerIdentity {
-  const name = new Name(info.subjectDer);
+  const name = new Name(info.subjectDer as BufferSource);
   const sans = (type: string) =>
     Object.freeze(info.sans.filter((s) => s.type === type).map((s) => s.value)) as string[];
   return Object.freeze({

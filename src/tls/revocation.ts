@@ -681,7 +681,7 @@ class Checker extends EventEmitter implements RevocationChecker {
       const res = await fetch(entry.url, {
         method: "POST",
         headers: { "content-type": "application/ocsp-request", accept: "application/ocsp-response" },
-        body,
+        body: body as BufferSource,
         signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.cfg.ocspTimeoutMs)]),
       });
       if (!res.ok) {
