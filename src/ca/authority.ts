@@ -108,6 +108,8 @@ export class CertificateAuthority {
   private pin: () => string = () => requirePin({});
   /** "revoked" after revoke() commits, "crlPublished" after it published the new CRLs. */
   readonly events = new EventEmitter<CaEvents>();
+  /** Serials revoke() is revoking in this process, from before its commit until "revoked" is announced. */
+  readonly #revoking = new Set<string>();
   /** Where issue() gets serials (126 random bits); replaceable so tests can force a collision. */
   newSerial: () => string = randomSerial;
   /** Keys kept at rest beside the CA's own (the OCSP responder's), encrypted with the CA passphrase. */
@@ -320,6 +322,15 @@ export class CertificateAuthority {
   }
 
   /**
+   * True while this process's revoke() is committing `serial` and has not yet announced it on
+   * ca.events "revoked": the revocation feed, reading the audit log, leaves such an event to the
+   * announcement instead of taking it for another node's.
+   */
+  isRevokingHere(serial: string): boolean {
+    return this.#revoking.has(serial);
+  }
+
+  /**
    * Revokes certificates and publishes fresh CRLs. Already revoked ones are left as they were
    * (their first revocation time and reason stand).
    */
@@ -328,27 +339,36 @@ export class CertificateAuthority {
     // The key must be at hand before anything changes: without the passphrase, no revocation.
     this.intermediateSigner();
     const done: CertificateRecord[] = [];
-    await this.store.transaction(async (tx) => {
-      for (const serial of serials) {
-        const rec = await tx.getCertificate(serial);
-        if (!rec) throw new MtlsError("E_NOT_FOUND", `no certificate with serial ${serial}`);
-        if (rec.status === "revoked") continue;
-        if (rec.profile === "ca-root")
-          throw new MtlsError("E_USAGE", "the root cannot be revoked; retire the CA instead");
-        await tx.updateCertificate(serial, { status: "revoked", revokedAt: now, revocationReason: reason });
-        await tx.appendAudit({
-          at: now,
-          actor,
-          action: "cert.revoke",
-          subject: serial,
-          details: { name: rec.name, reason, subject: rec.subject },
-        });
-        done.push({ ...rec, status: "revoked", revokedAt: now, revocationReason: reason });
-      }
-    });
-    if (done.length) {
+    const marked: string[] = [];
+    try {
+      await this.store.transaction(async (tx) => {
+        for (const serial of serials) {
+          const rec = await tx.getCertificate(serial);
+          if (!rec) throw new MtlsError("E_NOT_FOUND", `no certificate with serial ${serial}`);
+          if (rec.status === "revoked") continue;
+          if (rec.profile === "ca-root")
+            throw new MtlsError("E_USAGE", "the root cannot be revoked; retire the CA instead");
+          // Marked before the commit, so a reader of the audit log in this process (the revocation
+          // feed) can tell this revocation from another node's the moment it becomes visible.
+          this.#revoking.add(serial);
+          marked.push(serial);
+          await tx.updateCertificate(serial, { status: "revoked", revokedAt: now, revocationReason: reason });
+          await tx.appendAudit({
+            at: now,
+            actor,
+            action: "cert.revoke",
+            subject: serial,
+            details: { name: rec.name, reason, subject: rec.subject },
+          });
+          done.push({ ...rec, status: "revoked", revokedAt: now, revocationReason: reason });
+        }
+      });
       // Committed: the OCSP responder drops its cached answers before anything else can run.
-      announce(() => this.events.emit("revoked", done));
+      if (done.length) announce(() => this.events.emit("revoked", done));
+    } finally {
+      for (const serial of marked) this.#revoking.delete(serial);
+    }
+    if (done.length) {
       try {
         const crls = await this.publishCrls(actor);
         announce(() => this.events.emit("crlPublished", crls, done));

@@ -120,7 +120,7 @@ describe("RevocationFeed on SQLite", () => {
     await f.ca.revoke([a.record.serial], "superseded", ACTOR);
     await f.ca.revoke([b.record.serial], "keyCompromise", ACTOR);
     await until("two notices", 2000, () => notices.length === 2);
-    await sleep(400); // past ownSettleMs: a re-announcement would have come by now
+    await sleep(400); // a re-announcement would have come by now
     assert.deepEqual(
       notices.map((n) => [n.serial, n.reason]),
       [
@@ -133,6 +133,34 @@ describe("RevocationFeed on SQLite", () => {
       { serials: [a.record.serial], foreign: false },
       { serials: [b.record.serial], foreign: false },
     ]);
+  });
+
+  test("a read between revoke()'s commit and its announcement does not take it for another node's", async () => {
+    const f = await freshCa();
+    const a = await f.ca.issue({ profile: "server", name: "a", sans: DNS, actor: ACTOR });
+    const feed = await startFeed(f.ca, { pollMs: 60_000 });
+    const events = recordRevoked(f.ca);
+    // Hold revoke() after its commit until the feed has read the event: the window a fast poll or a
+    // NOTIFY can hit. Without revoke()'s in-flight mark the feed would announce it as foreign.
+    const store = f.ca.store;
+    const commit = store.transaction.bind(store);
+    let held = false;
+    store.transaction = (async (fn: Parameters<Store["transaction"]>[0]) => {
+      const result = await commit(fn);
+      if (held) return result; // revoke()'s own transaction only, not the CRL publication's
+      held = true;
+      const seen = nextNotice(feed, a.record.serial, 2000);
+      feed.wake();
+      await seen;
+      return result;
+    }) as Store["transaction"];
+    try {
+      await f.ca.revoke([a.record.serial], "keyCompromise", ACTOR);
+    } finally {
+      store.transaction = commit;
+    }
+    await sleep(50);
+    assert.deepEqual(events, [{ serials: [a.record.serial], foreign: false }]);
   });
 
   test("snapshot lists the revoked unexpired leaves as of a seq; catchUp replays revocations after a seq", async () => {

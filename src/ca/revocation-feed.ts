@@ -41,12 +41,6 @@ export interface RevocationFeedOptions {
   pollMs?: number;
   /** Events read per query (default 500). */
   pageSize?: number;
-  /**
-   * How long a revocation found in the log waits for this process's own ca.events "revoked" before
-   * it is taken for another process's and announced on ca.events (default 100 ms): a poll can see
-   * revoke()'s commit a moment before revoke() announces it.
-   */
-  ownSettleMs?: number;
   /** Failures that do not throw (a poll while the store is down); the feed keeps trying. */
   onError?: (err: Error) => void;
   /** Each change of the LISTEN connection (PostgreSQL only). */
@@ -80,7 +74,6 @@ export class RevocationFeed extends EventEmitter<FeedEvents> {
   readonly #ca: CertificateAuthority;
   readonly #pollMs: number;
   readonly #pageSize: number;
-  readonly #ownSettleMs: number;
   readonly #onError: (err: Error) => void;
   readonly #onListening: RevocationFeedOptions["onListening"];
   /** Serials this process revoked (ca.events), with when: not to be announced back to it. */
@@ -94,7 +87,6 @@ export class RevocationFeed extends EventEmitter<FeedEvents> {
   #again = false;
   #started = false;
   #closed = false;
-  readonly #settling = new Set<NodeJS.Timeout>();
 
   readonly #onOwnRevoked = (records: CertificateRecord[], origin?: RevokedOrigin) => {
     if (origin?.foreign) return;
@@ -108,7 +100,6 @@ export class RevocationFeed extends EventEmitter<FeedEvents> {
     this.#ca = ca;
     this.#pollMs = opts.pollMs ?? (ca.store.watchRevocations ? 5_000 : 1_000);
     this.#pageSize = opts.pageSize ?? 500;
-    this.#ownSettleMs = opts.ownSettleMs ?? 100;
     this.#onError = opts.onError ?? (() => {});
     this.#onListening = opts.onListening;
   }
@@ -212,8 +203,6 @@ export class RevocationFeed extends EventEmitter<FeedEvents> {
     this.#closed = true;
     this.#ca.events.off("revoked", this.#onOwnRevoked);
     if (this.#timer) clearInterval(this.#timer);
-    for (const t of this.#settling) clearTimeout(t);
-    this.#settling.clear();
     await this.#watch?.close();
     await this.#running;
     this.#listening = this.#listening === null ? null : false;
@@ -243,7 +232,7 @@ export class RevocationFeed extends EventEmitter<FeedEvents> {
           const { notice, record } = await this.#notice(e);
           this.#cursor = e.seq;
           this.#emitSafely(notice);
-          if (record && !this.#takeOwn(record.serial)) foreign.push(record);
+          if (record && !this.#isOwn(record.serial)) foreign.push(record);
         }
         if (page.length < this.#pageSize) break;
       }
@@ -282,9 +271,12 @@ export class RevocationFeed extends EventEmitter<FeedEvents> {
     }
   }
 
-  /** True (and forgotten) when this process revoked `serial` itself. */
-  #takeOwn(serial: string): boolean {
-    return this.#own.delete(serial);
+  /**
+   * True when this process revoked `serial` itself: announced already (and then forgotten here), or
+   * still between revoke()'s commit and its announcement, which comes next and needs no help.
+   */
+  #isOwn(serial: string): boolean {
+    return this.#own.delete(serial) || this.#ca.isRevokingHere(serial);
   }
 
   #pruneOwn(): void {
@@ -292,24 +284,14 @@ export class RevocationFeed extends EventEmitter<FeedEvents> {
     for (const [serial, at] of this.#own) if (at < old) this.#own.delete(serial);
   }
 
-  /**
-   * Announces on ca.events the revocations of other processes, after `ownSettleMs`: one that turns
-   * out to be this process's own (its ca.events "revoked" came meanwhile) is left out.
-   */
+  /** Announces on ca.events the revocations of other processes (OCSP cache dropped, CRL re-signed). */
   #announceForeign(records: CertificateRecord[]): void {
-    const timer = setTimeout(() => {
-      this.#settling.delete(timer);
-      if (this.#closed) return;
-      const foreign = records.filter((r) => !this.#takeOwn(r.serial));
-      if (!foreign.length) return;
-      try {
-        this.#ca.events.emit("revoked", foreign, FOREIGN);
-      } catch (err) {
-        this.#report(err);
-      }
-    }, this.#ownSettleMs);
-    timer.unref();
-    this.#settling.add(timer);
+    if (this.#closed) return;
+    try {
+      this.#ca.events.emit("revoked", records, FOREIGN);
+    } catch (err) {
+      this.#report(err);
+    }
   }
 
   #report(err: unknown): void {
