@@ -1,4 +1,5 @@
 import { MtlsError } from "../errors.js";
+import { base64Decode, base64Encode, latin1Decode } from "./base64.js";
 
 /** One PEM block: its label ("CERTIFICATE", "X509 CRL", ...) and the DER it carries. */
 export interface PemBlock {
@@ -9,7 +10,7 @@ export interface PemBlock {
 const PEM_RE = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
 
 export function pemEncode(label: string, der: Uint8Array): string {
-  const b64 = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
+  const b64 = base64Encode(der);
   const lines = b64.match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
 }
@@ -29,14 +30,14 @@ export function pemDecodeAll(text: string): PemBlock[] {
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body) || body.length === 0) {
       throw new MtlsError("E_BAD_INPUT", `malformed PEM block "${label}": the body is not base64`);
     }
-    blocks.push({ label, der: new Uint8Array(Buffer.from(body, "base64")) });
+    blocks.push({ label, der: base64Decode(body) });
   }
   return blocks;
 }
 
 /** The DER blocks with one of `labels`, from PEM text or (when `data` is not PEM) the raw DER itself. */
 export function derBlocks(data: Uint8Array | string, labels: string[], what: string): Uint8Array[] {
-  const text = typeof data === "string" ? data : Buffer.from(data).toString("latin1");
+  const text = typeof data === "string" ? data : latin1Decode(data);
   if (text.includes("-----BEGIN ")) {
     const found = pemDecodeAll(text).filter((b) => labels.includes(b.label));
     if (found.length === 0) {
@@ -53,6 +54,7 @@ export function derBlocks(data: Uint8Array | string, labels: string[], what: str
   return [data];
 }
 
+/** Node callers only (uses the Buffer global when called; browsers never call it). */
 export function toBuffer(data: Uint8Array | ArrayBuffer): Buffer {
   return data instanceof ArrayBuffer
     ? Buffer.from(data)
