@@ -6,13 +6,16 @@ import { MtlsError } from "../errors.js";
 import {
   type BuiltGateway,
   buildGateway,
+  compileRelaySettings,
   GATEWAY_DEFAULTS,
   type GatewaySpec,
   IDENTITY_HEADER_FORMATS,
   type IdentityHeaderFormat,
   modeOf,
+  parseRelayFlag,
   parseRouteFlag,
   parseSize,
+  type RelaySettings,
 } from "../gateway/index.js";
 import {
   createLogger,
@@ -63,6 +66,13 @@ interface GatewayOpts extends AllowFlags {
   status?: string;
   logLevel: string;
   workers: string;
+  relay?: string[];
+  relayOrigin?: string[];
+  relayMaxSessions?: string;
+  relayMaxPerClient?: string;
+  relayMaxMessage?: string;
+  relayConnectTimeout?: string;
+  relayIdleTimeout?: string;
 }
 
 export function registerGateway(program: Command): void {
@@ -146,6 +156,21 @@ export function registerGateway(program: Command): void {
       "--upstream-identity <name>",
       "https:// upstreams: present this name's certificate from the local CA (--state)",
     )
+    .option(
+      "--relay <name=host:port>",
+      "WebSocket relay for mtls/web at wss://GATEWAY/.mtls/relay/NAME to this one mTLS server (repeatable; no client certificate asked at the gateway)",
+      collect,
+    )
+    .option(
+      "--relay-origin <origin>",
+      "pages from this origin may use the relays (repeatable; * for any; default: the gateway's own origin)",
+      collect,
+    )
+    .option("--relay-max-sessions <n>", "most relay sessions at once (default 1000)")
+    .option("--relay-max-per-client <n>", "most relay sessions at once from one IP address (default 32)")
+    .option("--relay-max-message <size>", "largest WebSocket message a relay accepts (default 1m)")
+    .option("--relay-connect-timeout <duration>", "a relay's target must accept within this (default 10s)")
+    .option("--relay-idle-timeout <duration>", "close relay sessions idle this long (default 10m)")
     .option("--status <address>", "serve /healthz, /readyz and /metrics here (e.g. 127.0.0.1:9090)")
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent", "info")
     .option(
@@ -230,6 +255,7 @@ export function gatewaySpecOf(opts: GatewayOpts): GatewaySpec {
   // Checked now (one E_USAGE line) rather than when the gateway is built.
   if (opts.revocationFeed !== undefined) feedStreamUrl(opts.revocationFeed);
   const enrollUrl = enrollUrlOf(opts.enrollUrl);
+  const relay = relayOf(opts);
   return {
     name: opts.listen,
     listen: listenOptions(listen),
@@ -256,7 +282,46 @@ export function gatewaySpecOf(opts: GatewayOpts): GatewaySpec {
     shutdownTimeoutMs: parseDuration(opts.shutdownTimeout, "--shutdown-timeout"),
     unsafeUpstream: opts.unsafeUpstream ?? false,
     http2: opts.http2 !== false,
+    ...(relay ? { relay } : {}),
   };
+}
+
+/** The --relay* flags (undefined without --relay; the other --relay-* flags need it). */
+function relayOf(opts: GatewayOpts): RelaySettings | undefined {
+  const extra = [
+    opts.relayOrigin?.length ? "--relay-origin" : undefined,
+    opts.relayMaxSessions !== undefined ? "--relay-max-sessions" : undefined,
+    opts.relayMaxPerClient !== undefined ? "--relay-max-per-client" : undefined,
+    opts.relayMaxMessage !== undefined ? "--relay-max-message" : undefined,
+    opts.relayConnectTimeout !== undefined ? "--relay-connect-timeout" : undefined,
+    opts.relayIdleTimeout !== undefined ? "--relay-idle-timeout" : undefined,
+  ].filter((f) => f !== undefined);
+  if (!opts.relay?.length) {
+    if (extra.length) throw new MtlsError("E_USAGE", `${extra[0]} goes with --relay NAME=host:port`);
+    return undefined;
+  }
+  const settings: RelaySettings = {
+    targets: opts.relay.map(parseRelayFlag),
+    ...(opts.relayOrigin?.length ? { origins: opts.relayOrigin } : {}),
+    ...(opts.relayMaxSessions !== undefined
+      ? { maxSessions: count(opts.relayMaxSessions, "--relay-max-sessions") }
+      : {}),
+    ...(opts.relayMaxPerClient !== undefined
+      ? { maxSessionsPerClient: count(opts.relayMaxPerClient, "--relay-max-per-client") }
+      : {}),
+    ...(opts.relayMaxMessage !== undefined
+      ? { maxMessageBytes: parseSize(opts.relayMaxMessage, "--relay-max-message") }
+      : {}),
+    ...(opts.relayConnectTimeout !== undefined
+      ? { connectTimeoutMs: parseDuration(opts.relayConnectTimeout, "--relay-connect-timeout") }
+      : {}),
+    ...(opts.relayIdleTimeout !== undefined
+      ? { idleTimeoutMs: parseDuration(opts.relayIdleTimeout, "--relay-idle-timeout") }
+      : {}),
+  };
+  // Names, targets, origins and limits checked now (one E_USAGE line).
+  compileRelaySettings(settings);
+  return settings;
 }
 
 /** The `gateways:` of mtls.yaml as specs (addresses and sizes checked; errors name their place). */
@@ -304,7 +369,22 @@ function gatewaySpecOfConfig(g: GatewayConfig): GatewaySpec {
     ...(g.shutdownTimeoutMs !== undefined ? { shutdownTimeoutMs: g.shutdownTimeoutMs } : {}),
     http2: g.http2,
     unsafeUpstream: g.unsafeUpstream,
+    ...(g.relay ? { relay: relayOfConfig(g.relay) } : {}),
   };
+}
+
+function relayOfConfig(r: NonNullable<GatewayConfig["relay"]>): RelaySettings {
+  const settings: RelaySettings = {
+    targets: r.targets,
+    ...(r.origins ? { origins: r.origins } : {}),
+    ...(r.maxSessions !== undefined ? { maxSessions: r.maxSessions } : {}),
+    ...(r.maxPerClient !== undefined ? { maxSessionsPerClient: r.maxPerClient } : {}),
+    ...(r.maxMessage !== undefined ? { maxMessageBytes: parseSize(r.maxMessage, "relay.max_message") } : {}),
+    ...(r.connectTimeoutMs !== undefined ? { connectTimeoutMs: r.connectTimeoutMs } : {}),
+    ...(r.idleTimeoutMs !== undefined ? { idleTimeoutMs: r.idleTimeoutMs } : {}),
+  };
+  compileRelaySettings(settings);
+  return settings;
 }
 
 /** "listening on 127.0.0.1:8443: *\/ → http://127.0.0.1:3000 (require), …" */
@@ -316,7 +396,8 @@ export function describeGateway(built: BuiltGateway): string {
         `${r.name} → ${r.upstream.origin}${r.upstream.pathname === "/" ? "" : r.upstream.pathname} (${r.mode})`,
     )
     .join(", ");
-  return `listening on ${built.gateway.address()}: ${routes}`;
+  const relays = built.gateway.relays.relays.map((r) => `${r.name} → ${r.target}`).join(", ");
+  return `listening on ${built.gateway.address()}: ${routes}${relays ? `; relays /.mtls/relay/ ${relays}` : ""}`;
 }
 
 async function runGateway(opts: GatewayOpts): Promise<void> {

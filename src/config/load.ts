@@ -654,6 +654,16 @@ export interface GatewayConfig {
   reloadIntervalMs?: number;
   http2: boolean;
   unsafeUpstream: boolean;
+  /** `relay:` as written (max_message parsed by the gateway); see gateway/relay.ts RelaySettings. */
+  relay?: {
+    targets: { name: string; target: string }[];
+    origins?: string[];
+    maxSessions?: number;
+    maxPerClient?: number;
+    maxMessage?: string | number;
+    connectTimeoutMs?: number;
+    idleTimeoutMs?: number;
+  };
 }
 
 /**
@@ -778,5 +788,18 @@ function gatewayOf(
     ...opt("reloadIntervalMs", g.reload_interval || undefined),
     http2: g.http2 ?? true,
     unsafeUpstream: g.unsafe_upstream ?? false,
+    ...(g.relay
+      ? {
+          relay: {
+            targets: g.relay.targets,
+            ...opt("origins", g.relay.origins),
+            ...opt("maxSessions", g.relay.max_sessions),
+            ...opt("maxPerClient", g.relay.max_per_client),
+            ...opt("maxMessage", g.relay.max_message),
+            ...opt("connectTimeoutMs", g.relay.connect_timeout),
+            ...opt("idleTimeoutMs", g.relay.idle_timeout),
+          },
+        }
+      : {}),
   };
 }

@@ -295,6 +295,20 @@ export const gatewaySchema = z.strictObject({
   http2: z.boolean().optional(),
   unsafe_upstream: z.boolean().optional(),
   ...upstreamTlsShape,
+  /** WebSocket relays for mtls/web (docs/gateway.md, "Relay for mtls/web"). */
+  relay: z
+    .strictObject({
+      targets: z
+        .array(z.strictObject({ name: text, target: text }))
+        .min(1, { error: "the list is empty: give at least one relay target" }),
+      origins: stringList,
+      max_sessions: count,
+      max_per_client: count,
+      max_message: z.union([text, z.number().int().positive()]).optional(),
+      connect_timeout: duration(false),
+      idle_timeout: duration(false),
+    })
+    .optional(),
 });
 
 /** Signals a reload action may send (`reload: { signal: HUP, pid_file: ... }`). */

@@ -16,6 +16,7 @@ import {
 } from "../tls/index.js";
 import { Gateway, type GatewayLimits } from "./gateway.js";
 import type { IdentityHeaderFormat } from "./identity-headers.js";
+import type { RelaySettings } from "./relay.js";
 import {
   compileRoutes,
   type GatewayRoute,
@@ -46,6 +47,8 @@ export interface GatewaySpec extends GatewayLimits {
   unsafeUpstream?: boolean;
   /** How long requests in flight may finish on a graceful stop. */
   shutdownTimeoutMs?: number;
+  /** WebSocket relays for mtls/web (/.mtls/relay/NAME); changed in place by reconfigure(). */
+  relay?: RelaySettings;
 }
 
 export interface GatewayDeps {
@@ -181,6 +184,7 @@ function settingsOf(spec: GatewaySpec) {
     ...(spec.upstreamTimeoutMs !== undefined ? { upstreamTimeoutMs: spec.upstreamTimeoutMs } : {}),
     ...(spec.keepAliveTimeoutMs !== undefined ? { keepAliveTimeoutMs: spec.keepAliveTimeoutMs } : {}),
     ...(spec.maxConnections !== undefined ? { maxConnections: spec.maxConnections } : {}),
+    ...(spec.relay !== undefined ? { relay: spec.relay } : {}),
   };
 }
 

@@ -43,6 +43,7 @@ import { ClientAuth, type InvalidVerdict } from "./client-auth.js";
 import { type IdentityHeaderFormat, identityHeaders, STRIPPED_HEADERS } from "./identity-headers.js";
 import { type GatewayMetrics, gatewayMetrics } from "./metrics.js";
 import { type GatewayRefusal, refusalAnswer, renderRefusal } from "./refusal.js";
+import { compileRelaySettings, RelayService, type RelaySettings } from "./relay.js";
 import {
   type GatewayRoute,
   hostOf,
@@ -97,6 +98,8 @@ export interface GatewayOptions extends GatewayLimits {
   registry?: Registry;
   verifyPeer?: VerifyPeer;
   clock?: () => Date;
+  /** WebSocket relays for mtls/web at /.mtls/relay/NAME (src/gateway/relay.ts). */
+  relay?: RelaySettings;
 }
 
 /** One request as its audit line records it. */
@@ -208,7 +211,8 @@ interface Refused {
  * keep-alive HTTP/1.1 connections, bodies streamed both ways with backpressure, with the verified
  * identity in RFC 9440 / XFCC headers and every client-sent identity header stripped.
  *
- * Events: "listening" (address), "request" (audit fields, when a request ends).
+ * Events: "listening" (address), "request" (audit fields, when a request ends), "relay" (a relay
+ * session's audit fields, when it ends).
  */
 export class Gateway extends EventEmitter {
   readonly name: string;
@@ -237,6 +241,8 @@ export class Gateway extends EventEmitter {
   /** Requests being proxied, by their TLS connection: their audit line says why a connection was cut. */
   private readonly busy = new Map<object, Set<RequestAuditFields>>();
   private readonly unwatch: (() => void)[] = [];
+  /** The WebSocket relays (/.mtls/relay/NAME), answered before routing and without a client certificate. */
+  private readonly relay: RelayService;
   private readonly onReload = () => {
     this.server.setSecureContext(this.opts.material.contextOptions());
     const c = this.opts.material.certificate;
@@ -256,6 +262,13 @@ export class Gateway extends EventEmitter {
     this.clock = opts.clock ?? (() => new Date());
     this.routes = [...opts.routes];
     this.format = opts.identityHeaders ?? GATEWAY_DEFAULTS.identityHeaders;
+    this.relay = new RelayService({
+      gateway: this.name,
+      log: this.log,
+      registry,
+      onSession: (r) => this.emit("relay", r),
+    });
+    this.relay.configure(opts.relay);
     this.limits = {
       maxBodyBytes: opts.maxBodyBytes ?? GATEWAY_DEFAULTS.maxBodyBytes,
       requestTimeoutMs: opts.requestTimeoutMs ?? GATEWAY_DEFAULTS.requestTimeoutMs,
@@ -298,6 +311,10 @@ export class Gateway extends EventEmitter {
       this.handle(req, res, true),
     );
     this.http1.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (this.relay.claims(req)) {
+        this.relay.upgrade(req, socket, head);
+        return;
+      }
       this.onUpgrade(req, socket as TLSSocket, head).catch((err: Error) => {
         this.log.error({ err: err.message }, "unexpected error on an upgrade");
         socket.destroy();
@@ -377,6 +394,7 @@ export class Gateway extends EventEmitter {
       {
         listen: this.address(),
         routes: this.routes.map((r) => ({ route: r.name, upstream: r.upstream.origin, mode: r.mode })),
+        ...(this.relay.relays.length ? { relays: this.relay.relays } : {}),
       },
       "gateway listening",
     );
@@ -424,12 +442,17 @@ export class Gateway extends EventEmitter {
    * revocation sources, HTTP/2 and the handshake timeout need a new gateway (GatewayGroup restarts it).
    */
   reconfigure(
-    change: { routes: GatewayRoute[]; identityHeaders?: IdentityHeaderFormat; enrollUrl?: string } & Omit<
-      GatewayLimits,
-      "http2" | "handshakeTimeoutMs"
-    >,
+    change: {
+      routes: GatewayRoute[];
+      identityHeaders?: IdentityHeaderFormat;
+      enrollUrl?: string;
+      relay?: RelaySettings;
+    } & Omit<GatewayLimits, "http2" | "handshakeTimeoutMs">,
   ): void {
+    // Relays checked first: a bad relay list changes nothing. Open relay sessions keep their target.
+    const relays = compileRelaySettings(change.relay);
     this.updateRoutes(change.routes);
+    this.relay.apply(relays);
     this.format = change.identityHeaders ?? GATEWAY_DEFAULTS.identityHeaders;
     if (change.enrollUrl !== undefined) this.opts.enrollUrl = change.enrollUrl;
     else delete this.opts.enrollUrl;
@@ -446,6 +469,11 @@ export class Gateway extends EventEmitter {
     const max = change.maxConnections ?? 0;
     // net.Server: undefined (or a negative number) means no limit.
     this.server.maxConnections = max > 0 ? max : (undefined as unknown as number);
+  }
+
+  /** The relays in force (name, target) and how many sessions are open. */
+  get relays(): { relays: { name: string; target: string }[]; active: number } {
+    return { relays: this.relay.relays, active: this.relay.active };
   }
 
   /** Connections whose client certificate is being watched for revocation and expiry. */
@@ -519,14 +547,16 @@ export class Gateway extends EventEmitter {
       for (const session of this.sessions) session.close();
     }
     let timer: NodeJS.Timeout | undefined;
+    // Relay sessions are told (close 1001) at once and may finish their close within the drain.
+    const relaysClosed = this.relay.shutdown(deadlineMs);
     const timedOut = await Promise.race([
-      this.whenIdle().then(() => false),
+      Promise.all([this.whenIdle(), relaysClosed]).then(() => false),
       new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(true), deadlineMs);
       }),
     ]);
     clearTimeout(timer);
-    const cut = (timedOut ? this.inFlight : 0) + this.upgraded.size;
+    const cut = (timedOut ? this.inFlight : 0) + this.upgraded.size + this.relay.cutAll();
     this.http1.closeAllConnections();
     // Never listening, but closing stops its connection-checking timer.
     this.http1.close();
@@ -642,6 +672,10 @@ export class Gateway extends EventEmitter {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse, expectContinue = false): void {
+    if (this.relay.claims(req)) {
+      this.relay.answer(req, res);
+      return;
+    }
     this.onRequest(req, res, expectContinue).catch((err: Error) => {
       this.log.error({ err: err.message }, "unexpected error on a request");
       res.destroy();

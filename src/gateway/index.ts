@@ -36,7 +36,7 @@ export {
   STRIPPED_HEADERS,
   xfccHeader,
 } from "./identity-headers.js";
-export { type GatewayMetrics, gatewayMetrics } from "./metrics.js";
+export { type GatewayMetrics, gatewayMetrics, type RelayMetrics, relayMetrics } from "./metrics.js";
 export {
   escapeHtml,
   type GatewayRefusal,
@@ -47,6 +47,17 @@ export {
   renderRefusal,
   wantsHtml,
 } from "./refusal.js";
+export {
+  compileRelaySettings,
+  parseRelayFlag,
+  RELAY_DEFAULTS,
+  RELAY_PATH_PREFIX,
+  type RelayRefusal,
+  type RelayResult,
+  type RelaySessionAuditFields,
+  type RelaySettings,
+  type RelayTargetSpec,
+} from "./relay.js";
 export {
   compileRoutes,
   type GatewayRoute,

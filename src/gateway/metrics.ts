@@ -76,3 +76,53 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
   byRegistry.set(registry, metrics);
   return metrics;
 }
+
+/**
+ * The WebSocket relay's metrics (src/gateway/relay.ts), registered once per registry:
+ *   mtls_relay_sessions_total{gateway,relay,result}       counter (ended sessions, by how they ended)
+ *   mtls_relay_sessions_active{gateway,relay}             gauge
+ *   mtls_relay_bytes_total{gateway,relay,direction}       counter (to_target | from_target, WebSocket payload)
+ *   mtls_relay_refused_total{gateway,relay,reason}        counter (refused before the upgrade; relay "-": unknown name)
+ */
+export interface RelayMetrics {
+  sessions: Counter<"gateway" | "relay" | "result">;
+  active: Gauge<"gateway" | "relay">;
+  bytes: Counter<"gateway" | "relay" | "direction">;
+  refused: Counter<"gateway" | "relay" | "reason">;
+}
+
+const relayByRegistry = new WeakMap<Registry, RelayMetrics>();
+
+export function relayMetrics(registry: Registry): RelayMetrics {
+  const existing = relayByRegistry.get(registry);
+  if (existing) return existing;
+  const registers = [registry];
+  const metrics: RelayMetrics = {
+    sessions: new Counter({
+      name: "mtls_relay_sessions_total",
+      help: "Relay sessions that ended, by relay and how they ended",
+      labelNames: ["gateway", "relay", "result"],
+      registers,
+    }),
+    active: new Gauge({
+      name: "mtls_relay_sessions_active",
+      help: "Relay sessions open right now",
+      labelNames: ["gateway", "relay"],
+      registers,
+    }),
+    bytes: new Counter({
+      name: "mtls_relay_bytes_total",
+      help: "Bytes relayed: to_target = from the browser to the target, from_target = back",
+      labelNames: ["gateway", "relay", "direction"],
+      registers,
+    }),
+    refused: new Counter({
+      name: "mtls_relay_refused_total",
+      help: "Relay sessions refused before the WebSocket upgrade, by reason",
+      labelNames: ["gateway", "relay", "reason"],
+      registers,
+    }),
+  };
+  relayByRegistry.set(registry, metrics);
+  return metrics;
+}
