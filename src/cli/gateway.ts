@@ -35,7 +35,7 @@ import { isWorkerProcess, parseWorkers, runWorkers } from "./workers.js";
 
 interface GatewayOpts extends AllowFlags {
   listen: string;
-  route: string[];
+  route?: string[];
   mode: string;
   allowMethod?: string[];
   cert?: string;
@@ -86,7 +86,7 @@ export function registerGateway(program: Command): void {
         "--listen <address>",
         "where to accept HTTPS: host:port, [::1]:port, :port or unix:/path",
       )
-      .requiredOption(
+      .option(
         "--route <spec>",
         "[HOST]/PATH=http(s)://HOST:PORT[/BASE][;mode=require|optional|none][;allow-uri=…][;methods=GET,HEAD][;upstream-ca=FILE][;upstream-servername=NAME][;token=bound|bearer;jwks=FILE|URL;issuer=…;audience=…;algorithms=ES256,…;clock-tolerance=30s;jwks-reload=1h] (repeatable; longest path wins)",
         collect,
@@ -230,7 +230,7 @@ export function gatewaySpecOf(opts: GatewayOpts): GatewaySpec {
       ? { identity: { state: resolveStateDir(opts.state), name: opts.upstreamIdentity } }
       : {}),
   };
-  const routes = opts.route.map((r) =>
+  const routes = (opts.route ?? []).map((r) =>
     parseRouteFlag(r, {
       mode,
       rules,
@@ -397,7 +397,7 @@ export function describeGateway(built: BuiltGateway): string {
     )
     .join(", ");
   const relays = built.gateway.relays.relays.map((r) => `${r.name} → ${r.target}`).join(", ");
-  return `listening on ${built.gateway.address()}: ${routes}${relays ? `; relays /.mtls/relay/ ${relays}` : ""}`;
+  return `listening on ${built.gateway.address()}: ${routes || "no routes"}${relays ? `; relays /.mtls/relay/ ${relays}` : ""}`;
 }
 
 async function runGateway(opts: GatewayOpts): Promise<void> {

@@ -262,54 +262,60 @@ export const gatewayRouteSchema = z.strictObject({
 });
 
 /** `gateways:` entries, run by `mtls up` next to the tunnels (docs/gateway.md, docs/config.md). */
-export const gatewaySchema = z.strictObject({
-  name: text,
-  listen: text,
-  ...tlsShape,
-  state: text.optional(),
-  crl: stringList,
-  ocsp: z.boolean().optional(),
-  ocsp_recheck: duration(true),
-  /** A CA's revocation feed (https://ca…), trusted through the CA file (docs/config.md). */
-  revocation_feed: text.optional(),
-  mode: gatewayMode.optional(),
-  allow: gatewayRules.optional(),
-  routes: z.array(gatewayRouteSchema).min(1, { error: "the list is empty: give at least one route" }),
-  identity_headers: z
-    .enum(["rfc9440", "xfcc", "both"], {
-      error: (iss) =>
-        iss.input === undefined
-          ? undefined
-          : `must be rfc9440, xfcc or both, not ${describeValue(iss.input)}`,
-    })
-    .optional(),
-  enroll_url: text.optional(),
-  max_body: z.union([text, z.number().int().nonnegative()]).optional(),
-  request_timeout: duration(false),
-  upstream_timeout: duration(false),
-  keepalive_timeout: duration(false),
-  handshake_timeout: duration(false),
-  max_connections: count,
-  shutdown_timeout: duration(false),
-  reload_interval: duration(true),
-  http2: z.boolean().optional(),
-  unsafe_upstream: z.boolean().optional(),
-  ...upstreamTlsShape,
-  /** WebSocket relays for mtls/web (docs/gateway.md, "Relay for mtls/web"). */
-  relay: z
-    .strictObject({
-      targets: z
-        .array(z.strictObject({ name: text, target: text }))
-        .min(1, { error: "the list is empty: give at least one relay target" }),
-      origins: stringList,
-      max_sessions: count,
-      max_per_client: count,
-      max_message: z.union([text, z.number().int().positive()]).optional(),
-      connect_timeout: duration(false),
-      idle_timeout: duration(false),
-    })
-    .optional(),
-});
+export const gatewaySchema = z
+  .strictObject({
+    name: text,
+    listen: text,
+    ...tlsShape,
+    state: text.optional(),
+    crl: stringList,
+    ocsp: z.boolean().optional(),
+    ocsp_recheck: duration(true),
+    /** A CA's revocation feed (https://ca…), trusted through the CA file (docs/config.md). */
+    revocation_feed: text.optional(),
+    mode: gatewayMode.optional(),
+    allow: gatewayRules.optional(),
+    /** May be empty (or absent) on a gateway that only relays (relay:). */
+    routes: z.array(gatewayRouteSchema).default([]),
+    identity_headers: z
+      .enum(["rfc9440", "xfcc", "both"], {
+        error: (iss) =>
+          iss.input === undefined
+            ? undefined
+            : `must be rfc9440, xfcc or both, not ${describeValue(iss.input)}`,
+      })
+      .optional(),
+    enroll_url: text.optional(),
+    max_body: z.union([text, z.number().int().nonnegative()]).optional(),
+    request_timeout: duration(false),
+    upstream_timeout: duration(false),
+    keepalive_timeout: duration(false),
+    handshake_timeout: duration(false),
+    max_connections: count,
+    shutdown_timeout: duration(false),
+    reload_interval: duration(true),
+    http2: z.boolean().optional(),
+    unsafe_upstream: z.boolean().optional(),
+    ...upstreamTlsShape,
+    /** WebSocket relays for mtls/web (docs/gateway.md, "Relay for mtls/web"). */
+    relay: z
+      .strictObject({
+        targets: z
+          .array(z.strictObject({ name: text, target: text }))
+          .min(1, { error: "the list is empty: give at least one relay target" }),
+        origins: stringList,
+        max_sessions: count,
+        max_per_client: count,
+        max_message: z.union([text, z.number().int().positive()]).optional(),
+        connect_timeout: duration(false),
+        idle_timeout: duration(false),
+      })
+      .optional(),
+  })
+  .refine((g) => g.routes.length > 0 || g.relay !== undefined, {
+    error: "give at least one route (routes:) or relay (relay:)",
+    path: ["routes"],
+  });
 
 /** Signals a reload action may send (`reload: { signal: HUP, pid_file: ... }`). */
 export const RELOAD_SIGNALS = ["HUP", "USR1", "USR2", "INT", "TERM"] as const;

@@ -18,6 +18,7 @@ import { Gateway, type GatewayLimits } from "./gateway.js";
 import type { IdentityHeaderFormat } from "./identity-headers.js";
 import type { RelaySettings } from "./relay.js";
 import {
+  asksClientCertificate,
   compileRoutes,
   type GatewayRoute,
   type GatewayRouteSpec,
@@ -75,6 +76,7 @@ export function restartKeyOf(spec: GatewaySpec): string {
     spec.reloadIntervalMs,
     spec.http2 ?? true,
     spec.handshakeTimeoutMs,
+    asksClientCertificate(spec.routes),
   ]);
 }
 
@@ -124,7 +126,7 @@ export class BuiltGateway {
     if (restartKeyOf(spec) !== restartKeyOf(this.current)) {
       throw new MtlsError(
         "E_USAGE",
-        "the listen address or TLS settings changed: the gateway needs a restart",
+        "the listen address, TLS settings or whether a route needs client certificates changed: the gateway needs a restart",
       );
     }
     const routes = await loadRoutes(spec);
@@ -190,7 +192,12 @@ function settingsOf(spec: GatewaySpec) {
 
 /** Checks and compiles the routes of a spec, and reads the TLS files of its https:// upstreams. */
 export async function loadRoutes(spec: GatewaySpec): Promise<GatewayRoute[]> {
-  return withUpstreamTls(compileRoutes(spec.routes, { unsafeUpstream: spec.unsafeUpstream ?? false }));
+  return withUpstreamTls(
+    compileRoutes(spec.routes, {
+      unsafeUpstream: spec.unsafeUpstream ?? false,
+      relays: (spec.relay?.targets.length ?? 0) > 0,
+    }),
+  );
 }
 
 /** The routes with the TLS files of their https:// upstreams read (again). */

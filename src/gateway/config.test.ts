@@ -49,7 +49,7 @@ describe("gateways: in mtls.yaml", () => {
     );
     bad(
       `${base}  - name: web\n    listen: :1\n    identity: x\n    routes: []\n`,
-      /the list is empty|already the name/,
+      /give at least one route \(routes:\) or relay|already the name/,
     );
     bad("log:\n  level: info\n", /missing key "tunnels"/);
   });

@@ -45,6 +45,7 @@ import { type GatewayMetrics, gatewayMetrics } from "./metrics.js";
 import { type GatewayRefusal, refusalAnswer, renderRefusal } from "./refusal.js";
 import { compileRelaySettings, RelayService, type RelaySettings } from "./relay.js";
 import {
+  asksClientCertificate,
   type GatewayRoute,
   hostOf,
   matchRoute,
@@ -253,7 +254,9 @@ export class Gateway extends EventEmitter {
 
   constructor(opts: GatewayOptions) {
     super();
-    if (opts.routes.length === 0) throw new MtlsError("E_USAGE", "a gateway needs at least one route");
+    if (opts.routes.length === 0 && !opts.relay?.targets.length) {
+      throw new MtlsError("E_USAGE", "a gateway needs at least one route or relay");
+    }
     this.opts = opts;
     this.name = opts.name ?? describeListen(opts.listen);
     this.log = (opts.logger ?? silentLogger()).child({ gateway: this.name });
@@ -288,7 +291,7 @@ export class Gateway extends EventEmitter {
     const http2 = opts.http2 ?? true;
     this.server = createTlsServer({
       ...opts.material.contextOptions(),
-      requestCert: true,
+      requestCert: asksClientCertificate(opts.routes),
       rejectUnauthorized: false,
       ALPNProtocols: http2 ? ["h2", "http/1.1"] : ["http/1.1"],
       handshakeTimeout: this.limits.handshakeTimeoutMs,
@@ -420,7 +423,9 @@ export class Gateway extends EventEmitter {
    * are closed (their connections in use finish their request first).
    */
   updateRoutes(routes: GatewayRoute[]): void {
-    if (routes.length === 0) throw new MtlsError("E_USAGE", "a gateway needs at least one route");
+    if (routes.length === 0 && this.relay.relays.length === 0) {
+      throw new MtlsError("E_USAGE", "a gateway needs at least one route or relay");
+    }
     // Token verifiers of routes that are gone stop watching their JWKS files.
     closeRouteTokens(this.routes, routes);
     this.routes = [...routes];
@@ -449,10 +454,19 @@ export class Gateway extends EventEmitter {
       relay?: RelaySettings;
     } & Omit<GatewayLimits, "http2" | "handshakeTimeoutMs">,
   ): void {
+    if (asksClientCertificate(change.routes) !== asksClientCertificate(this.routes)) {
+      throw new MtlsError(
+        "E_USAGE",
+        "whether a route needs client certificates changed: the listener must be made anew (restart the gateway)",
+      );
+    }
     // Relays checked first: a bad relay list changes nothing. Open relay sessions keep their target.
     const relays = compileRelaySettings(change.relay);
-    this.updateRoutes(change.routes);
+    if (change.routes.length === 0 && !change.relay?.targets.length) {
+      throw new MtlsError("E_USAGE", "a gateway needs at least one route or relay");
+    }
     this.relay.apply(relays);
+    this.updateRoutes(change.routes);
     this.format = change.identityHeaders ?? GATEWAY_DEFAULTS.identityHeaders;
     if (change.enrollUrl !== undefined) this.opts.enrollUrl = change.enrollUrl;
     else delete this.opts.enrollUrl;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { request } from "node:https";
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
@@ -218,6 +219,101 @@ after(async () => {
   await gw?.stop(1000);
   for (const s of servers) s.close();
   await pki?.close();
+});
+
+/** Whether a TLS 1.3 handshake with 127.0.0.1:port carries a CertificateRequest (openssl s_client -msg). */
+function sendsCertificateRequest(gwPort: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      "openssl",
+      ["s_client", "-connect", `127.0.0.1:${gwPort}`, "-tls1_3", "-msg"],
+      { timeout: 10_000 },
+      (err, out) =>
+        /Handshake .*ServerHello/.test(out) ? resolve(/CertificateRequest/.test(out)) : reject(err),
+    );
+    child.stdin?.end();
+  });
+}
+
+describe("client certificates: asked only where a route uses them", () => {
+  it("a relay-only gateway asks for none (Chromium cancels a WebSocket on a CertificateRequest it cannot answer)", async () => {
+    const g = files.gw as IssuedFiles;
+    const only: GatewaySpec = {
+      name: "relayonly",
+      listen: { host: "127.0.0.1", port: 0 },
+      tls: { cert: g.cert, key: g.key, ca: g.ca },
+      routes: [],
+      relay: relaySettings({ origins: ["*"] }, ["echo"]),
+    };
+    const relayOnly = await buildGateway(only, {
+      logger: createLogger({ level: "silent" }),
+      registry: createRegistry(),
+    });
+    const required = await buildGateway(
+      {
+        ...only,
+        name: "withroute",
+        routes: [
+          { path: "/", upstream: `http://127.0.0.1:${ports.dead}`, mode: "require", rules: [{ cn: ["x"] }] },
+        ],
+      },
+      { logger: createLogger({ level: "silent" }), registry: createRegistry() },
+    );
+    try {
+      const p1 = ((await relayOnly.start()) as AddressInfo).port;
+      const p2 = ((await required.start()) as AddressInfo).port;
+      assert.equal(await sendsCertificateRequest(p1), false);
+      assert.equal(await sendsCertificateRequest(p2), true);
+      assert.equal(await sendsCertificateRequest(port), false, "routes of mode none ask for none either");
+      const o = await openWs("echo", { gwPort: p1 });
+      o.ws.send(Buffer.from("ping"));
+      await until(() => o.messages.length > 0, 5_000, "the echo through a relay-only gateway");
+      o.ws.close(1000);
+      await o.closed;
+      // Turning the need on or off needs a new listener: a reload says so and changes nothing.
+      await assert.rejects(
+        relayOnly.reconfigure({ ...only, routes: required.spec.routes }),
+        /needs a restart/,
+      );
+    } finally {
+      await relayOnly.stop(1000);
+      await required.stop(1000);
+    }
+  });
+
+  it("no route and no relay is a usage error; a relay alone is enough, in flags and in mtls.yaml", async () => {
+    const g = files.gw as IssuedFiles;
+    await assert.rejects(
+      buildGateway(
+        {
+          name: "empty",
+          listen: { host: "127.0.0.1", port: 0 },
+          tls: { cert: g.cert, key: g.key, ca: g.ca },
+          routes: [],
+        },
+        { logger: createLogger({ level: "silent" }), registry: createRegistry() },
+      ),
+      /at least one route \(--route \/=http:\/\/127\.0\.0\.1:PORT\) or relay/,
+    );
+    const yaml = (extra: string) => `gateways:
+  - name: web
+    listen: 127.0.0.1:8443
+    cert: web.crt
+    key: web.key
+    ca: ca.crt
+${extra}`;
+    const [g1] = gatewaySpecsFromConfig(
+      parseConfig(
+        yaml("    relay:\n      targets:\n        - name: api\n          target: 10.0.0.5:8443\n"),
+        { dir: "/" },
+      ),
+    );
+    assert.deepEqual(g1?.routes, []);
+    assert.throws(
+      () => gatewaySpecsFromConfig(parseConfig(yaml(""), { dir: "/" })),
+      /at least one route \(routes:\) or relay/,
+    );
+  });
 });
 
 describe("gateway relay", () => {

@@ -22,6 +22,15 @@ export type RouteMode = "require" | "optional" | "none";
 
 export const ROUTE_MODES: readonly RouteMode[] = ["require", "optional", "none"];
 
+/**
+ * Whether a listener with these routes asks browsers for a client certificate: only when some route
+ * uses one. A gateway that only relays (or only has mode none routes) must not ask: Chromium with no
+ * certificate to offer cancels a WebSocket's opening handshake when the server sends a
+ * CertificateRequest (page loads carry on without one; WebSockets do not).
+ */
+export const asksClientCertificate = (routes: readonly { mode: RouteMode }[]): boolean =>
+  routes.some((r) => r.mode !== "none");
+
 /** A route described as data (from flags, mtls.yaml or a program). */
 export interface GatewayRouteSpec {
   /** Host (case-insensitive, no port) or "*.acme.test" (one label); absent: any host. */
@@ -217,9 +226,13 @@ export function isLoopbackHost(host: string): boolean {
  */
 export function compileRoutes(
   specs: GatewayRouteSpec[],
-  opts: { unsafeUpstream?: boolean } = {},
+  opts: { unsafeUpstream?: boolean; relays?: boolean } = {},
 ): GatewayRoute[] {
-  if (specs.length === 0) throw usage("a gateway needs at least one route (--route /=http://127.0.0.1:PORT)");
+  if (specs.length === 0 && !opts.relays) {
+    throw usage(
+      "a gateway needs at least one route (--route /=http://127.0.0.1:PORT) or relay (--relay NAME=HOST:PORT)",
+    );
+  }
   const seen = new Set<string>();
   return specs.map((s) => {
     const host = s.host?.toLowerCase().replace(/\.$/, "");
