@@ -450,6 +450,20 @@ describe("aborts and keep-alive edge cases", { timeout: 30_000 }, () => {
     await c.close();
     await short.close();
 
+    // `timeout=1` (a 1 s keep-alive, as `mtls gateway --keepalive-timeout 1s` sends): reused within half of it.
+    const oneSecond = await startServer(
+      (_req, res) => res.end("ok"),
+      (s) => {
+        s.keepAliveTimeout = 1000;
+      },
+    );
+    const c1 = tcpClient();
+    assert.equal(await (await c1.fetch(`${oneSecond.url}/`)).text(), "ok");
+    assert.equal(await (await c1.fetch(`${oneSecond.url}/`)).text(), "ok");
+    assert.equal(c1.connects, 1);
+    await c1.close();
+    await oneSecond.close();
+
     const srv = await startServer((_req, res) => res.end("ok"));
     const c2 = tcpClient({ idleTimeoutMs: 200 });
     assert.equal(await (await c2.fetch(`${srv.url}/`)).text(), "ok");

@@ -51,9 +51,12 @@ export class IdlePool {
       conn.destroy();
       return;
     }
-    // Leave a second of margin under the server's own announced timeout.
+    // Leave a margin under the server's own announced timeout: a second, or half of a short one
+    // (timeout=1 still allows reuse within 500 ms; timeout=0 means no reuse at all).
     const ms =
-      serverTimeoutMs === undefined ? this.timeoutMs : Math.min(this.timeoutMs, serverTimeoutMs - 1000);
+      serverTimeoutMs === undefined
+        ? this.timeoutMs
+        : Math.min(this.timeoutMs, serverTimeoutMs - Math.min(1000, serverTimeoutMs / 2));
     if (ms <= 0) {
       conn.destroy();
       return;
