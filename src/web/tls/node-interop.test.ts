@@ -115,7 +115,11 @@ describe("TS TLS client vs Node tls server", { timeout: 60_000 }, () => {
     { group: "x25519", node: "X25519" },
     { group: "secp256r1", node: "P-256" },
   ] as const;
-  const SUITES = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"] as const;
+  const SUITES = [
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+  ] as const;
   for (const { group, node } of GROUPS) {
     for (const suite of SUITES) {
       for (const kind of ["ecdsa", "rsa"] as const) {

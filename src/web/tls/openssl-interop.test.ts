@@ -132,7 +132,11 @@ describe("TS TLS client vs openssl s_server", { timeout: 60_000 }, () => {
     { group: "x25519", openssl: "X25519" },
     { group: "secp256r1", openssl: "P-256" },
   ] as const;
-  const SUITES = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"] as const;
+  const SUITES = [
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+  ] as const;
   for (const { group, openssl } of GROUPS) {
     for (const suite of SUITES) {
       for (const kind of ["ecdsa", "rsa"] as const) {
