@@ -4,8 +4,9 @@
  * browser, against the built CLI:
  *   - `mtls init`, `mtls ca serve` (the HTTPS API), a JSON API (node:http on 127.0.0.1) behind
  *     `mtls tunnel server` (mTLS in, plain out) that follows the CA's revocation feed;
- *   - `mtls gateway --relay ca=… --relay api=… --relay-origin <the app's origin>`: the WebSocket
- *     relay the page's own TLS 1.3 travels through (the gateway sees ciphertext only);
+ *   - `mtls gateway --route /=<app>;mode=none --relay ca=… --relay api=…`: serves the page and the
+ *     WebSocket relay the page's own TLS 1.3 travels through (the gateway sees ciphertext only), on
+ *     one origin, so the relay's default origin check (its own origin only) is the one in force;
  *   - the example app's own server (docs/examples/web-app/serve.mjs) serving the page, config.json
  *     and the dist/web bundle.
  * The page enrolls with a token from `mtls token create`, its key cannot be exported (read back
@@ -73,6 +74,8 @@ let tap: { server: NetServer; sent: Buffer[] };
 let gateway: Background;
 let appServer: Background;
 let appOrigin: string;
+/** https://127.0.0.1:PORT of the gateway: the page is loaded through it, as docs/web.md sets up. */
+let gwOrigin: string;
 let browser: Browser;
 let context: BrowserContext;
 let page: Page;
@@ -241,21 +244,21 @@ before(async () => {
       "--ca",
       root,
       // A relay gateway: its one route (the app's own pages, public) asks for no client certificate,
-      // so the gateway asks none, as Chromium's WebSockets need (docs/web.md).
+      // so the gateway asks none, as Chromium's WebSockets need (docs/web.md). No --relay-origin:
+      // the page comes from the gateway's own origin, the only one allowed by default.
       "--route",
       `/=${appOrigin};mode=none`,
       "--relay",
       `ca=127.0.0.1:${(tap.server.address() as AddressInfo).port}`,
       "--relay",
       `api=127.0.0.1:${tunnel.port}`,
-      "--relay-origin",
-      appOrigin,
     ],
     { cwd: dir, ready: /mtls: gateway listening on .*\n/, timeoutMs: 15_000 },
   );
   running.push({ stop: () => stopChild(gateway.child, 0, "SIGKILL") });
   const gwPort = Number((/listening on 127\.0\.0\.1:(\d+)/.exec(gateway.output()) as RegExpExecArray)[1]);
   const relay = (name: string) => `wss://127.0.0.1:${gwPort}/.mtls/relay/${name}`;
+  gwOrigin = `https://127.0.0.1:${gwPort}`;
 
   appServer = await startBackground(
     process.execPath,
@@ -317,7 +320,7 @@ describe("mtls/web in Chromium: the example app", { concurrency: 1, timeout: 180
 
   it("opens the key store worker and enrolls with a one-time token through the relay", async (t) => {
     if (skipped(t)) return;
-    await page.goto(`${appOrigin}/`, { timeout: 15_000 });
+    await page.goto(`${gwOrigin}/`, { timeout: 15_000 });
     await page.waitForFunction(() => document.body.dataset.ready === "true", undefined, { timeout: 15_000 });
     assert.match(await text("keystore-state"), /Key store worker ready: 0 key\(s\)/);
     assert.equal(await errorShown(), false, await text("error"));
@@ -354,7 +357,7 @@ describe("mtls/web in Chromium: the example app", { concurrency: 1, timeout: 180
       "the gateway's relay.session line for the CA",
       gateway.output,
     );
-    assert.equal(session?.origin, appOrigin);
+    assert.equal(session?.origin, gwOrigin);
     assert.ok(Number(session?.bytesToTarget) > 500, JSON.stringify(session));
     // ... and carried only ciphertext: what reached the CA is TLS records (a ClientHello first),
     // with neither the token nor the HTTP request in clear.
@@ -436,6 +439,40 @@ describe("mtls/web in Chromium: the example app", { concurrency: 1, timeout: 180
       tunnel.bg.output,
     );
     await screenshot("web-api");
+  });
+
+  it("a page of another origin cannot open the relay (403 before the upgrade)", async (t) => {
+    if (skipped(t)) return;
+    const other = await context.newPage();
+    try {
+      // The same app served straight from its own server: another origin than the gateway's.
+      await other.goto(`${appOrigin}/`, { timeout: 15_000 });
+      const outcome = await other.evaluate(
+        (url) =>
+          new Promise<string>((resolve) => {
+            const ws = new WebSocket(url);
+            const timer = setTimeout(() => resolve("timeout"), 5_000);
+            ws.onopen = () => {
+              clearTimeout(timer);
+              resolve("open");
+            };
+            ws.onclose = (e) => {
+              clearTimeout(timer);
+              resolve(`closed ${e.code}`);
+            };
+          }),
+        `wss://${new URL(gwOrigin).host}/.mtls/relay/api`,
+      );
+      assert.equal(outcome, "closed 1006");
+      await waitFor(
+        () => gatewayEvents("relay.refused").some((e) => e.reason === "origin" && e.origin === appOrigin),
+        5_000,
+        "the gateway's relay.refused line for the other origin",
+        gateway.output,
+      );
+    } finally {
+      await other.close();
+    }
   });
 
   it("renews over its own mTLS; the API then sees the new certificate", async (t) => {
