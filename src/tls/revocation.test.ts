@@ -8,6 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import type { CertificateAuthority } from "../ca/authority.js";
 import { initCa } from "../ca/init.js";
 import { openCa } from "../ca/open.js";
@@ -700,6 +702,39 @@ describe("revocation checker", () => {
         assert.match(errors[0] ?? "", /unreachable/);
       } finally {
         await dead.ca.store.close();
+      }
+    });
+
+    test("the responder timeout fires even when garbage collection runs during the wait", async () => {
+      // AbortSignal.any([..., AbortSignal.timeout(ms)]) loses its timeout to a GC on Node 20
+      // (nodejs/node#57736): the check then waited for ever. Forced collections make it certain.
+      const gc = (() => {
+        setFlagsFromString("--expose-gc");
+        return runInNewContext("gc") as () => void;
+      })();
+      const saved = front.ocspHandler;
+      const hung: ServerResponse[] = [];
+      try {
+        front.ocspHandler = (_q, _b, res) => {
+          hung.push(res); // never answers
+        };
+        const c = await checker({ ocsp: true, ocspRecheckMs: 0, ocspTimeoutMs: 300 });
+        const t0 = Date.now();
+        const pending = c.check(alice, main.ca.intermediate);
+        for (let i = 0; i < 10; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          gc();
+        }
+        const st = await Promise.race([
+          pending,
+          new Promise<"hung">((r) => setTimeout(() => r("hung"), 3_000).unref()),
+        ]);
+        assert.notEqual(st, "hung", "no verdict 3 s after a 300 ms timeout");
+        assert.equal((st as { status: string }).status, "unknown");
+        assert.ok(Date.now() - t0 < 1_500, `took ${Date.now() - t0} ms`);
+      } finally {
+        for (const r of hung) r.destroy();
+        front.ocspHandler = saved;
       }
     });
 
