@@ -93,16 +93,20 @@ export function keyStoreOperations(storage: KeyStorage, options: { maxKeys?: num
   return {
     generate: (label: string): Promise<KeyInfo> =>
       serial(async () => {
-        if ((await storage.list()).length >= maxKeys) {
+        const existing = await storage.list();
+        if (existing.length >= maxKeys) {
           throw keystoreError(`the key store is full (${maxKeys} keys); delete keys first`);
         }
+        // Strictly after every key there (generations one at a time): "oldest first" stays the order
+        // of generation even for keys made within one millisecond.
+        const newest = existing.reduce((t, r) => Math.max(t, r.createdAt.getTime()), 0);
         const pair = await crypto.subtle.generateKey(EC_P256, false, ["sign", "verify"]);
         if (pair.privateKey.extractable) throw keystoreError("the platform made an extractable key");
         const spki = new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey));
         const record: KeyRecord = {
           keyId: randomKeyId(),
           label,
-          createdAt: new Date(),
+          createdAt: new Date(Math.max(Date.now(), newest + 1)),
           privateKey: pair.privateKey,
           spki,
         };

@@ -121,11 +121,14 @@ describe("key store over a MessageChannel (memoryStorage)", () => {
     const a = await ch.client.generate("a");
     const b = await ch.client.generate("b");
     assert.notEqual(a.keyId, b.keyId);
+    // Several within one millisecond keep the order they were made in.
+    const more = await Promise.all(["c", "d", "e", "f"].map((l) => ch.client.generate(l)));
     assert.deepEqual(
       (await ch.client.list()).map((k) => k.label),
-      ["a", "b"],
+      ["a", "b", "c", "d", "e", "f"],
     );
     await ch.client.delete(a.keyId);
+    for (const k of more) await ch.client.delete(k.keyId);
     assert.deepEqual(
       (await ch.client.list()).map((k) => k.keyId),
       [b.keyId],
